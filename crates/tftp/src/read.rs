@@ -1,0 +1,376 @@
+//! The sending side of a read request (RRQ): OACK, then DATA in windows (RFC 7440).
+//!
+//! Block numbers are counted in 64 bits internally and only folded to 16 bits on the wire, so
+//! files past 65535 blocks roll over to 0 (the de-facto default of tftp-hpa, iPXE and dnsmasq)
+//! without a special case anywhere else.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::netascii::EncodeCursor;
+use crate::packet::{self, ErrorCode, Mode, Packet};
+use crate::source::FileContent;
+use crate::timer::{Expiry, Retransmit};
+use crate::transfer::{Outcome, Params, Stats};
+
+#[derive(Debug)]
+enum Phase {
+    /// OACK sent; waiting for ACK 0.
+    Negotiating,
+    Sending,
+    Done(Outcome),
+}
+
+/// Where block data comes from. Octet blocks are addressed directly; netascii blocks depend on
+/// everything before them, so the encoder's position at the start of every block still in the
+/// window is kept (at most `windowsize` small cursors) to resend from any of them.
+#[derive(Debug)]
+enum Blocks {
+    Octet,
+    Netascii {
+        /// Cursor at the start of block `first + i`.
+        starts: VecDeque<EncodeCursor>,
+        first: u64,
+    },
+}
+
+/// One read transfer. Feed it packets and timeouts, collect datagrams from [`poll_transmit`].
+///
+/// [`poll_transmit`]: ReadTransfer::poll_transmit
+#[derive(Debug)]
+pub struct ReadTransfer {
+    file: Arc<dyn FileContent>,
+    params: Params,
+    blocks: Blocks,
+    phase: Phase,
+    /// OACK waiting to be (re)sent.
+    oack_due: bool,
+    /// First block not yet acknowledged.
+    window_start: u64,
+    /// Next block to put on the wire.
+    next_send: u64,
+    /// Highest block ever sent, to tell retransmissions from first sends.
+    highest_sent: u64,
+    /// The final block, once known (immediately in octet mode), and its length once sent.
+    last_block: Option<u64>,
+    last_len: u16,
+    /// Whether any ACK came back: until then the client's address is unproven.
+    peer_acked: bool,
+    /// Send time of the most recent packet, for RTT samples.
+    last_send_at: Option<Instant>,
+    /// Window start at which a duplicate ACK already caused a rewind; see `handle_ack`.
+    rewound_at: Option<u64>,
+    timer: Retransmit,
+    error_due: Option<(ErrorCode, String)>,
+    stats: Stats,
+}
+
+impl ReadTransfer {
+    pub(crate) fn new(file: Arc<dyn FileContent>, params: Params, now: Instant) -> ReadTransfer {
+        let blksize = u64::from(params.blksize);
+        let (blocks, last_block) = match params.mode {
+            Mode::Netascii => (
+                Blocks::Netascii {
+                    starts: VecDeque::from([EncodeCursor::default()]),
+                    first: 1,
+                },
+                None,
+            ),
+            _ => (Blocks::Octet, Some(file.len() / blksize + 1)),
+        };
+        let negotiating = !params.oack.is_empty();
+        ReadTransfer {
+            timer: Retransmit::new(params.timer, params.timeout, now),
+            file,
+            blocks,
+            phase: if negotiating {
+                Phase::Negotiating
+            } else {
+                Phase::Sending
+            },
+            oack_due: negotiating,
+            window_start: 1,
+            next_send: 1,
+            highest_sent: 0,
+            last_block,
+            last_len: 0,
+            peer_acked: false,
+            last_send_at: None,
+            rewound_at: None,
+            error_due: None,
+            stats: Stats::default(),
+            params,
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match &self.phase {
+            Phase::Done(outcome) if self.error_due.is_none() => Some(outcome),
+            _ => None,
+        }
+    }
+
+    /// Earliest time at which [`handle_timeout`](Self::handle_timeout) has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Done(_) => None,
+            _ => self.timer.deadline(),
+        }
+    }
+
+    /// The client repeated its request from the same address and port: our first reply was
+    /// lost. Resend it instead of starting a second transfer. The retransmission deadline is
+    /// left alone, so a client hammering RRQs cannot postpone our own timer either.
+    pub fn handle_repeated_request(&mut self) {
+        match self.phase {
+            Phase::Negotiating => self.oack_due = true,
+            Phase::Sending if self.window_start == 1 && self.highest_sent <= 1 => {
+                self.next_send = 1;
+            }
+            _ => {}
+        }
+    }
+
+    pub fn handle_packet(&mut self, now: Instant, packet: &Packet<'_>) {
+        match (&self.phase, packet) {
+            (Phase::Done(_), _) => {}
+            (Phase::Negotiating, Packet::Ack { block: 0 }) => {
+                self.phase = Phase::Sending;
+                self.peer_acked = true;
+                self.oack_due = false;
+                self.timer.on_progress(now, self.last_send_at);
+            }
+            (Phase::Negotiating, Packet::Error { code, message }) => {
+                // EDK2's "GetInfo" asks for tsize, reads the OACK and aborts: that is how UEFI
+                // learns a file's size before fetching it, not a failure.
+                let outcome = if self.params.requested.tsize.is_some() {
+                    Outcome::SizeProbe
+                } else {
+                    Outcome::ClientAborted {
+                        code: *code,
+                        message: message.to_string(),
+                    }
+                };
+                self.phase = Phase::Done(outcome);
+            }
+            (Phase::Sending, Packet::Ack { block }) => self.handle_ack(now, *block),
+            (Phase::Sending, Packet::Error { code, message }) => {
+                self.phase = Phase::Done(Outcome::ClientAborted {
+                    code: *code,
+                    message: message.to_string(),
+                });
+            }
+            // Anything else from the client (DATA, stray ACK numbers during negotiation) means
+            // nothing to a sender; RFC 1350 lets us ignore it.
+            _ => {}
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, wire: u16) {
+        // The only blocks an ACK can sensibly name are the one before the window (a duplicate)
+        // through the highest one sent. A window never exceeds 65535 blocks, so at most one
+        // block in that range has this wire number; anything else is stale or bogus.
+        let lowest = self.window_start - 1;
+        let acked = lowest + u64::from(wire.wrapping_sub(lowest as u16));
+        if acked == lowest {
+            // Duplicate ACK. With lockstep this must be ignored: retransmitting on it is the
+            // Sorcerer's Apprentice bug (RFC 1123 4.2.3.1); the timer alone retransmits. Inside
+            // a window it says the first block of the window was lost (EDK2 ACKs expected-1 on
+            // every out-of-order block), so rewind, but once per window: copies of the same
+            // ACK must not each restart the window.
+            if self.params.windowsize > 1
+                && self.next_send > self.window_start
+                && self.rewound_at != Some(self.window_start)
+            {
+                self.rewound_at = Some(self.window_start);
+                self.rewind_to(self.window_start);
+            }
+            return;
+        }
+        if acked > self.highest_sent {
+            // ACK of a block never sent: ignore (dnsmasq, tftpd32 do the same).
+            return;
+        }
+        self.peer_acked = true;
+        let sample = (acked + 1 == self.next_send)
+            .then_some(self.last_send_at)
+            .flatten();
+        self.stats.bytes = self.bytes_through(acked);
+        self.window_start = acked + 1;
+        self.timer.on_progress(now, sample);
+        if let Blocks::Netascii { starts, first } = &mut self.blocks {
+            while *first < self.window_start && starts.len() > 1 {
+                starts.pop_front();
+                *first += 1;
+            }
+        }
+        if self.last_block == Some(acked) {
+            self.phase = Phase::Done(Outcome::Completed);
+            return;
+        }
+        if self.next_send < self.window_start {
+            self.next_send = self.window_start;
+        } else if self.next_send > self.window_start {
+            // A partial ACK: the client is missing the block after `acked` (RFC 7440 §4).
+            self.rewind_to(self.window_start);
+        }
+    }
+
+    fn rewind_to(&mut self, block: u64) {
+        self.next_send = block;
+        if let Blocks::Netascii { starts, first } = &mut self.blocks {
+            starts.truncate((block - *first + 1) as usize);
+        }
+    }
+
+    /// Bytes on the wire up to and including `block`.
+    fn bytes_through(&self, block: u64) -> u64 {
+        let blksize = u64::from(self.params.blksize);
+        if self.last_block == Some(block) {
+            (block - 1) * blksize + self.last_len as u64
+        } else {
+            block * blksize
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Done(_)) {
+            return;
+        }
+        match self.timer.on_timeout(now) {
+            Expiry::NotYet => {}
+            Expiry::Retransmit => match self.phase {
+                Phase::Negotiating => self.oack_due = true,
+                _ => self.rewind_to(self.window_start),
+            },
+            Expiry::GiveUp => {
+                // Some clients never ACK the final block (dnsmasq notes this); if only that ACK
+                // is missing, the client has everything.
+                let outcome = if self.last_block == Some(self.window_start)
+                    && self.highest_sent >= self.window_start
+                {
+                    Outcome::FinalAckMissing
+                } else {
+                    Outcome::TimedOut {
+                        retries: self.timer.retries(),
+                    }
+                };
+                self.phase = Phase::Done(outcome);
+            }
+        }
+    }
+
+    /// Writes the next datagram to send into `out` (cleared first). Returns false when there is
+    /// nothing to send now. Call until it returns false after every input.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        if let Some((code, message)) = self.error_due.take() {
+            packet::encode_error(out, code, &message);
+            return true;
+        }
+        match self.phase {
+            Phase::Done(_) => false,
+            Phase::Negotiating => {
+                if !std::mem::take(&mut self.oack_due) {
+                    return false;
+                }
+                packet::encode_oack(out, self.params.oack.iter().map(|(n, v)| (*n, v.clone())));
+                self.record_send(now, 0);
+                true
+            }
+            Phase::Sending => {
+                // Before the client's first ACK the window is one block: an RRQ with a forged
+                // source address must not make us send a window's worth to a victim.
+                let window = if self.peer_acked {
+                    u64::from(self.params.windowsize)
+                } else {
+                    1
+                };
+                let block = self.next_send;
+                if block >= self.window_start + window
+                    || self.last_block.is_some_and(|last| block > last)
+                {
+                    return false;
+                }
+                packet::encode_data_header(out, block as u16);
+                if let Err(e) = self.fill_block(block, out) {
+                    self.fail(
+                        ErrorCode::NotDefined,
+                        format!(
+                            "read error on '{}': {e}; check the disk",
+                            self.params.filename
+                        ),
+                        Outcome::ReadError(e.to_string()),
+                    );
+                    out.clear();
+                    if let Some((code, message)) = self.error_due.take() {
+                        packet::encode_error(out, code, &message);
+                    }
+                    return true;
+                }
+                let len = out.len() - 4;
+                if len < usize::from(self.params.blksize) {
+                    self.last_block = Some(block);
+                    self.last_len = len as u16;
+                }
+                self.next_send += 1;
+                self.record_send(now, block);
+                true
+            }
+        }
+    }
+
+    fn record_send(&mut self, now: Instant, block: u64) {
+        if block <= self.highest_sent && !(block == 0 && self.stats.packets == 0) {
+            self.stats.retransmits += 1;
+        }
+        self.highest_sent = self.highest_sent.max(block);
+        self.stats.packets += 1;
+        self.last_send_at = Some(now);
+        self.timer.on_send(now);
+    }
+
+    fn fill_block(&mut self, block: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let blksize = usize::from(self.params.blksize);
+        match &mut self.blocks {
+            Blocks::Octet => {
+                let offset = (block - 1) * blksize as u64;
+                let len = (self.file.len().saturating_sub(offset)).min(blksize as u64) as usize;
+                let start = out.len();
+                out.resize(start + len, 0);
+                let got = self.file.read_at(offset, &mut out[start..])?;
+                if got < len {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file became shorter while it was being sent",
+                    ));
+                }
+                Ok(())
+            }
+            Blocks::Netascii { starts, first } => {
+                let index = (block - *first) as usize;
+                let mut cursor = starts.get(index).copied().ok_or_else(|| {
+                    std::io::Error::other("netascii position of a resent block was not kept")
+                })?;
+                cursor.fill(self.file.as_ref(), out, blksize)?;
+                starts.truncate(index + 1);
+                starts.push_back(cursor);
+                Ok(())
+            }
+        }
+    }
+
+    fn fail(&mut self, code: ErrorCode, message: String, outcome: Outcome) {
+        self.error_due = Some((code, message));
+        self.phase = Phase::Done(outcome);
+    }
+}

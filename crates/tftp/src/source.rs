@@ -1,0 +1,718 @@
+//! Where files come from and where uploads go.
+//!
+//! The transfer state machines only see the [`FileContent`] and [`UploadSink`] traits; the
+//! directory-backed implementations here are the ones `bootherd tftp` uses, and the boot crate
+//! implements [`FileSource`] over the image store. These are the only parts of the crate that
+//! touch the file system, and they do it synchronously: the network driver calls them from a
+//! blocking-capable context.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use crate::packet::ErrorCode;
+
+/// A requested file name, normalised into a relative path that cannot leave its root.
+///
+/// PXE configurations are full of Windows-style names (`\boot\pxelinux.0`) and absolute ones
+/// (`/pxelinux.0`); both are mapped into the root, as tftpd-hpa users expect. `..` is refused
+/// outright rather than resolved: no legitimate boot file name needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TftpPath(String);
+
+/// Why a file name cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    #[error("it contains a NUL or control character")]
+    ControlCharacter,
+    #[error("it contains '..', which would leave the TFTP root")]
+    ParentComponent,
+    #[error("it names the root directory, not a file")]
+    Empty,
+}
+
+impl TftpPath {
+    pub fn parse(requested: &str) -> Result<TftpPath, PathError> {
+        if requested.chars().any(|c| c.is_control()) {
+            return Err(PathError::ControlCharacter);
+        }
+        let mut parts = Vec::new();
+        for part in requested.split(['/', '\\']) {
+            match part {
+                "" | "." => {}
+                ".." => return Err(PathError::ParentComponent),
+                other => parts.push(other),
+            }
+        }
+        if parts.is_empty() {
+            return Err(PathError::Empty);
+        }
+        Ok(TftpPath(parts.join("/")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TftpPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The bytes of one file being served. Shared by every transfer of that file.
+pub trait FileContent: Send + Sync + fmt::Debug {
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills as much of `buf` as the file has from `offset`; returns the number of bytes read,
+    /// short only at the end of the file.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl FileContent for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.as_slice().read_at(offset, buf)
+    }
+}
+
+impl FileContent for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(<[u8]>::len(self));
+        let n = buf.len().min(<[u8]>::len(self) - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// Why a file cannot be served or stored. Each variant maps to the RFC 1350 error code the peer
+/// receives, and its text (sent to the peer and logged) names the file, the reason and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    #[error(
+        "file not found: '{path}' does not exist in the {area}; put it there or fix the name the client asks for"
+    )]
+    NotFound { path: String, area: &'static str },
+    #[error("access violation: '{path}' is refused because {reason}")]
+    AccessDenied { path: String, reason: String },
+    #[error(
+        "file already exists: '{path}' is already in the upload directory and overwriting is disabled (enable uploads.overwrite or pick another name)"
+    )]
+    AlreadyExists { path: String },
+    #[error(
+        "upload too large: '{path}' is {size} bytes, the limit is {limit} bytes (raise the upload size limit)"
+    )]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("I/O error on '{path}': {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SourceError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SourceError::NotFound { .. } => ErrorCode::FileNotFound,
+            SourceError::AccessDenied { .. } => ErrorCode::AccessViolation,
+            SourceError::AlreadyExists { .. } => ErrorCode::FileExists,
+            SourceError::TooLarge { .. } => ErrorCode::DiskFull,
+            SourceError::Io { source, .. } => match source.kind() {
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => ErrorCode::DiskFull,
+                io::ErrorKind::PermissionDenied => ErrorCode::AccessViolation,
+                _ => ErrorCode::NotDefined,
+            },
+        }
+    }
+
+    fn from_io(path: &TftpPath, area: &'static str, error: io::Error) -> SourceError {
+        match error.kind() {
+            io::ErrorKind::NotFound => SourceError::NotFound {
+                path: path.to_string(),
+                area,
+            },
+            io::ErrorKind::PermissionDenied => SourceError::AccessDenied {
+                path: path.to_string(),
+                reason: "the server process may not read it (check its permissions)".into(),
+            },
+            _ => SourceError::Io {
+                path: path.to_string(),
+                source: error,
+            },
+        }
+    }
+}
+
+/// Answers read requests. Implemented by [`DirSource`] and, later, by the boot policy.
+pub trait FileSource: Send + Sync + fmt::Debug {
+    fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError>;
+}
+
+/// Resolves `path` under `root` and refuses anything that ends up outside it once symlinks are
+/// followed. `root` must already be canonical.
+fn resolve_inside(
+    root: &Path,
+    path: &TftpPath,
+    area: &'static str,
+) -> Result<PathBuf, SourceError> {
+    let joined = root.join(path.as_str());
+    let resolved = fs::canonicalize(&joined).map_err(|e| SourceError::from_io(path, area, e))?;
+    if !resolved.starts_with(root) {
+        return Err(SourceError::AccessDenied {
+            path: path.to_string(),
+            reason: format!("it is a symbolic link that leads outside the {area}"),
+        });
+    }
+    Ok(resolved)
+}
+
+/// Serves the regular files below one directory.
+///
+/// Files up to `cache_limit` bytes are read once and shared by every concurrent transfer (a boot
+/// storm of 1000 clients fetching one bootloader holds one copy). The cache holds only weak
+/// references: a file stays in memory exactly as long as some transfer is sending it, so memory
+/// is bounded by the files in use, not by history. Larger files are read block by block with
+/// `pread`, relying on the kernel page cache.
+#[derive(Debug)]
+pub struct DirSource {
+    root: PathBuf,
+    cache_limit: u64,
+    cache: Mutex<HashMap<PathBuf, CachedFile>>,
+}
+
+#[derive(Debug)]
+struct CachedFile {
+    stamp: FileStamp,
+    content: Weak<SharedBytes>,
+}
+
+/// Identifies one version of a file, so an edited file is never served from a stale copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SharedBytes(Box<[u8]>);
+
+impl FileContent for SharedBytes {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_at(offset, buf)
+    }
+}
+
+#[derive(Debug)]
+struct DiskFile {
+    file: File,
+    len: u64,
+}
+
+impl FileContent for DiskFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.len.saturating_sub(offset)).unwrap_or(usize::MAX));
+        let mut filled = 0;
+        while filled < want {
+            match self
+                .file
+                .read_at(&mut buf[filled..want], offset + filled as u64)
+            {
+                // The file shrank under us; serve what exists rather than loop forever.
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(filled)
+    }
+}
+
+/// Default for [`DirSource::with_cache_limit`]: bootloaders and small kernels are shared in
+/// memory, ISOs are not.
+pub const DEFAULT_CACHE_LIMIT: u64 = 64 * 1024 * 1024;
+
+const AREA_ROOT: &str = "TFTP root";
+
+impl DirSource {
+    /// Fails if `root` does not exist or is not a directory, so a typo in the configuration is
+    /// reported at start-up rather than as "file not found" on every request.
+    pub fn new(root: impl AsRef<Path>) -> io::Result<DirSource> {
+        let root = fs::canonicalize(root.as_ref()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("TFTP root {}: {e}", root.as_ref().display()),
+            )
+        })?;
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("TFTP root {} is not a directory", root.display()),
+            ));
+        }
+        Ok(DirSource {
+            root,
+            cache_limit: DEFAULT_CACHE_LIMIT,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn with_cache_limit(mut self, bytes: u64) -> DirSource {
+        self.cache_limit = bytes;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl FileSource for DirSource {
+    fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError> {
+        let resolved = resolve_inside(&self.root, path, AREA_ROOT)?;
+        let mut file =
+            File::open(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
+        if !meta.is_file() {
+            return Err(SourceError::AccessDenied {
+                path: path.to_string(),
+                reason: "it is a directory or device, not a regular file".into(),
+            });
+        }
+        let stamp = FileStamp::of(&meta);
+        if stamp.len > self.cache_limit {
+            return Ok(Arc::new(DiskFile {
+                file,
+                len: stamp.len,
+            }));
+        }
+        // A poisoned lock only means another thread panicked while holding it; the map is still
+        // a valid cache of weak pointers.
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = cache.get(&resolved) {
+            if entry.stamp == stamp {
+                if let Some(content) = entry.content.upgrade() {
+                    return Ok(content);
+                }
+            }
+        }
+        let mut bytes = Vec::with_capacity(stamp.len as usize);
+        file.read_to_end(&mut bytes)
+            .map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
+        let content = Arc::new(SharedBytes(bytes.into_boxed_slice()));
+        if cache.len() >= 1024 {
+            cache.retain(|_, entry| entry.content.strong_count() > 0);
+        }
+        cache.insert(
+            resolved,
+            CachedFile {
+                stamp,
+                content: Arc::downgrade(&content),
+            },
+        );
+        Ok(content)
+    }
+}
+
+/// Receives one upload. Dropping a sink without [`UploadSink::commit`] discards everything it
+/// received: an upload lands whole or not at all.
+pub trait UploadSink: Send + fmt::Debug {
+    fn write(&mut self, data: &[u8]) -> Result<(), SourceError>;
+    /// Makes the upload visible under its final name, atomically.
+    fn commit(self: Box<Self>) -> Result<(), SourceError>;
+}
+
+/// Accepts write requests.
+pub trait UploadTarget: Send + Sync + fmt::Debug {
+    /// `announced_size` is the client's `tsize`, when it sent one, so an oversized upload can be
+    /// refused before any data moves.
+    fn create(
+        &self,
+        path: &TftpPath,
+        announced_size: Option<u64>,
+    ) -> Result<Box<dyn UploadSink>, SourceError>;
+}
+
+/// Stores uploads in one directory: each lands in a hidden temporary file, is flushed to disk,
+/// then appears under its name in one atomic step. A reader never sees half a file, and a
+/// crash leaves at most a temporary file behind.
+#[derive(Debug)]
+pub struct DirUploads {
+    dir: PathBuf,
+    max_bytes: u64,
+    overwrite: bool,
+}
+
+const AREA_UPLOADS: &str = "upload directory";
+
+impl DirUploads {
+    pub fn new(dir: impl AsRef<Path>, max_bytes: u64, overwrite: bool) -> io::Result<DirUploads> {
+        let dir = fs::canonicalize(dir.as_ref()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("upload directory {}: {e}", dir.as_ref().display()),
+            )
+        })?;
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("upload directory {} is not a directory", dir.display()),
+            ));
+        }
+        Ok(DirUploads {
+            dir,
+            max_bytes,
+            overwrite,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl UploadTarget for DirUploads {
+    fn create(
+        &self,
+        path: &TftpPath,
+        announced_size: Option<u64>,
+    ) -> Result<Box<dyn UploadSink>, SourceError> {
+        if let Some(size) = announced_size.filter(|&s| s > self.max_bytes) {
+            return Err(SourceError::TooLarge {
+                path: path.to_string(),
+                size,
+                limit: self.max_bytes,
+            });
+        }
+        // The parent must exist and stay inside the directory; the file itself need not exist.
+        let (parent_rel, name) = match path.as_str().rsplit_once('/') {
+            Some((parent, name)) => (Some(parent), name),
+            None => (None, path.as_str()),
+        };
+        let parent = match parent_rel {
+            Some(parent) => {
+                let parent_path = TftpPath(parent.to_string());
+                resolve_inside(&self.dir, &parent_path, AREA_UPLOADS).map_err(|e| match e {
+                    SourceError::NotFound { .. } => SourceError::AccessDenied {
+                        path: path.to_string(),
+                        reason: format!("its folder '{parent}' does not exist in the upload directory (create it first)"),
+                    },
+                    other => other,
+                })?
+            }
+            None => self.dir.clone(),
+        };
+        let target = parent.join(name);
+        match fs::symlink_metadata(&target) {
+            Ok(meta) if meta.file_type().is_symlink() || !meta.is_file() => {
+                return Err(SourceError::AccessDenied {
+                    path: path.to_string(),
+                    reason: "it exists and is not a regular file".into(),
+                });
+            }
+            Ok(_) if !self.overwrite => {
+                return Err(SourceError::AlreadyExists {
+                    path: path.to_string(),
+                });
+            }
+            _ => {}
+        }
+        let (temp_path, file) =
+            create_temp(&parent, name).map_err(|e| SourceError::from_io(path, AREA_UPLOADS, e))?;
+        Ok(Box::new(DirUpload {
+            display: path.to_string(),
+            temp_path,
+            target,
+            file: Some(file),
+            written: 0,
+            max_bytes: self.max_bytes,
+            overwrite: self.overwrite,
+        }))
+    }
+}
+
+fn create_temp(parent: &Path, name: &str) -> io::Result<(PathBuf, File)> {
+    loop {
+        let candidate = parent.join(format!(".{name}.upload-{:016x}", random_u64()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
+            Ok(file) => return Ok((candidate, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Enough randomness for temporary-file names, without a dependency: the hasher's per-process
+/// random keys mixed with the time and a counter.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish()
+}
+
+#[derive(Debug)]
+struct DirUpload {
+    display: String,
+    temp_path: PathBuf,
+    target: PathBuf,
+    file: Option<File>,
+    written: u64,
+    max_bytes: u64,
+    overwrite: bool,
+}
+
+impl DirUpload {
+    fn io_error(&self, source: io::Error) -> SourceError {
+        SourceError::Io {
+            path: self.display.clone(),
+            source,
+        }
+    }
+}
+
+impl UploadSink for DirUpload {
+    fn write(&mut self, data: &[u8]) -> Result<(), SourceError> {
+        let size = self.written + data.len() as u64;
+        if size > self.max_bytes {
+            return Err(SourceError::TooLarge {
+                path: self.display.clone(),
+                size,
+                limit: self.max_bytes,
+            });
+        }
+        let file = self.file.as_mut().ok_or_else(|| SourceError::Io {
+            path: self.display.clone(),
+            source: io::Error::other("upload already finished"),
+        })?;
+        if let Err(e) = file.write_all(data) {
+            return Err(self.io_error(e));
+        }
+        self.written = size;
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), SourceError> {
+        let Some(file) = self.file.take() else {
+            return Err(self.io_error(io::Error::other("upload already finished")));
+        };
+        file.sync_all().map_err(|e| self.io_error(e))?;
+        drop(file);
+        if self.overwrite {
+            fs::rename(&self.temp_path, &self.target).map_err(|e| self.io_error(e))?;
+        } else {
+            // A hard link fails if the name was taken while the upload ran, where a rename would
+            // silently replace the other file.
+            match fs::hard_link(&self.temp_path, &self.target) {
+                Ok(()) => {
+                    let _ = fs::remove_file(&self.temp_path);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(SourceError::AlreadyExists {
+                        path: self.display.clone(),
+                    });
+                }
+                Err(e) => return Err(self.io_error(e)),
+            }
+        }
+        // The rename is durable only once the directory entry is on disk.
+        if let Some(parent) = self.target.parent() {
+            if let Ok(dir) = File::open(parent) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DirUpload {
+    fn drop(&mut self) {
+        // Also runs after a successful commit, when the temporary name is already gone.
+        let _ = fs::remove_file(&self.temp_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_into_the_root() {
+        assert_eq!(
+            TftpPath::parse("/pxelinux.0").unwrap().as_str(),
+            "pxelinux.0"
+        );
+        assert_eq!(
+            TftpPath::parse("\\boot\\x64\\wdsnbp.com").unwrap().as_str(),
+            "boot/x64/wdsnbp.com"
+        );
+        assert_eq!(TftpPath::parse("a//b/./c").unwrap().as_str(), "a/b/c");
+        assert_eq!(
+            TftpPath::parse("../etc/passwd"),
+            Err(PathError::ParentComponent)
+        );
+        assert_eq!(
+            TftpPath::parse("a\\..\\..\\x"),
+            Err(PathError::ParentComponent)
+        );
+        assert_eq!(TftpPath::parse("a\u{1}b"), Err(PathError::ControlCharacter));
+        assert_eq!(TftpPath::parse("/"), Err(PathError::Empty));
+        assert_eq!(TftpPath::parse("..."), Ok(TftpPath("...".into())));
+    }
+
+    #[test]
+    fn dir_source_serves_shares_and_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("boot.bin"), b"hello").unwrap();
+        fs::write(outside.path().join("secret"), b"no").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("boot.bin", dir.path().join("inside-link")).unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        let source = DirSource::new(dir.path()).unwrap();
+
+        let a = source.open(&TftpPath::parse("boot.bin").unwrap()).unwrap();
+        let b = source.open(&TftpPath::parse("/boot.bin").unwrap()).unwrap();
+        assert_eq!(a.len(), 5);
+        // Same allocation: concurrent transfers share one copy.
+        assert!(std::ptr::addr_eq(Arc::as_ptr(&a), Arc::as_ptr(&b)));
+        let mut buf = [0u8; 8];
+        assert_eq!(a.read_at(1, &mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"ello");
+
+        let err = source.open(&TftpPath::parse("link").unwrap()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AccessViolation);
+        assert!(err.to_string().contains("outside"), "{err}");
+        assert!(
+            source
+                .open(&TftpPath::parse("inside-link").unwrap())
+                .is_ok()
+        );
+        let err = source
+            .open(&TftpPath::parse("missing").unwrap())
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FileNotFound);
+        assert!(err.to_string().contains("'missing'"), "{err}");
+        let err = source.open(&TftpPath::parse("sub").unwrap()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AccessViolation);
+    }
+
+    #[test]
+    fn edited_file_is_not_served_stale_and_big_files_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), b"one").unwrap();
+        let source = DirSource::new(dir.path()).unwrap().with_cache_limit(4);
+        let first = source.open(&TftpPath::parse("f").unwrap()).unwrap();
+        fs::write(dir.path().join("f"), b"two!").unwrap();
+        let second = source.open(&TftpPath::parse("f").unwrap()).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(second.read_at(0, &mut buf).unwrap(), 4);
+        assert_eq!(&buf, b"two!");
+        assert_eq!(first.len(), 3);
+        fs::write(dir.path().join("big"), vec![7u8; 10]).unwrap();
+        let big = source.open(&TftpPath::parse("big").unwrap()).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(big.read_at(8, &mut buf).unwrap(), 2);
+        assert_eq!(big.read_at(10, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn uploads_land_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = DirUploads::new(dir.path(), 10, false).unwrap();
+        let path = TftpPath::parse("log.txt").unwrap();
+
+        let mut sink = uploads.create(&path, None).unwrap();
+        sink.write(b"12345").unwrap();
+        assert!(!dir.path().join("log.txt").exists());
+        drop(sink);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "aborted upload left a file"
+        );
+
+        let mut sink = uploads.create(&path, Some(5)).unwrap();
+        sink.write(b"12345").unwrap();
+        sink.commit().unwrap();
+        assert_eq!(fs::read(dir.path().join("log.txt")).unwrap(), b"12345");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let err = uploads.create(&path, None).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FileExists);
+        let err = uploads
+            .create(&TftpPath::parse("big").unwrap(), Some(11))
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DiskFull);
+        let mut sink = uploads
+            .create(&TftpPath::parse("big").unwrap(), None)
+            .unwrap();
+        assert_eq!(
+            sink.write(&[0; 11]).unwrap_err().code(),
+            ErrorCode::DiskFull
+        );
+        let err = uploads
+            .create(&TftpPath::parse("nodir/x").unwrap(), None)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AccessViolation);
+    }
+}
