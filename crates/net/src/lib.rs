@@ -1,1 +1,12 @@
-pub fn placeholder() {}
+//! bootherd-net: every socket bootherd opens lives here.
+//!
+//! The protocol crates decide what to send; this crate decides how: socket options
+//! (IP_PKTINFO for replying from the right address, broadcast reception, transfer port
+//! policy) and the tokio tasks that run the state machines. Servers take sockets that are
+//! already bound plus a cancellation token, so tests bind 127.0.0.1:0 and only the binary binds
+//! privileged ports.
+
+pub mod tftp;
+pub mod udp;
+
+pub use tftp::{TftpConfig, TftpCounters, TftpService, TransferPorts, serve as serve_tftp};

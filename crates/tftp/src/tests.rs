@@ -818,3 +818,27 @@ fn oversized_data_and_aborted_uploads_store_nothing() {
     assert!(matches!(t.outcome(), Some(Outcome::ClientAborted { .. })));
     assert!(uploads.committed.lock().unwrap().is_empty());
 }
+
+#[test]
+fn empty_file_gets_no_tsize_in_the_oack() {
+    let now = Instant::now();
+    let mut t = start_read(
+        &[],
+        Mode::Octet,
+        &[("tsize", "0"), ("blksize", "1468")],
+        &config(false),
+        now,
+    );
+    let mut buf = Vec::new();
+    assert!(t.poll_transmit(now, &mut buf));
+    assert_eq!(
+        decode(&buf),
+        Ok(Packet::Oack {
+            options: vec![("blksize", "1468")]
+        })
+    );
+    // tsize alone: nothing left to acknowledge, so plain RFC 1350 with an empty DATA 1.
+    let mut t = start_read(&[], Mode::Octet, &[("tsize", "0")], &config(false), now);
+    assert!(t.poll_transmit(now, &mut buf));
+    assert_eq!(buf, [0, 3, 0, 1]);
+}

@@ -265,8 +265,10 @@ pub fn accept(
         .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
     let size = file.len();
     // In netascii the size on the wire is unknown until encoded, so tsize is left out (as
-    // tftp-hpa and dnsmasq do).
-    let tsize_answer = (request.mode == Mode::Octet).then_some(size);
+    // tftp-hpa and dnsmasq do). It is also left out for an empty file: curl rejects an OACK
+    // with "tsize 0" as invalid and aborts, while without it every client reads the empty
+    // DATA 1 and is done.
+    let tsize_answer = (request.mode == Mode::Octet && size > 0).then_some(size);
     let params = make_params(Some(size), tsize_answer);
     Ok(Transfer::Read(ReadTransfer::new(file, params, now)))
 }

@@ -1,0 +1,615 @@
+//! The tokio driver around `bootherd-tftp`: receives requests, gives each transfer a task and
+//! (unless in single-port mode) its own socket, and moves datagrams and deadlines between the
+//! sockets and the state machines. All protocol decisions are made in the core.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bootherd_tftp::packet::{self, ErrorCode, MAX_BLKSIZE, MIN_BLKSIZE};
+use bootherd_tftp::{
+    ErrorRateLimiter, FileSource, Outcome, Packet, Refusal, Transfer, TransferConfig, UploadTarget,
+    Uploads, accept,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::udp::{Arrival, PktSocket, path_mtu};
+
+/// Which local ports transfers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferPorts {
+    /// A kernel-chosen ephemeral port per transfer (RFC 1350 behaviour).
+    Ephemeral,
+    /// A port from this inclusive range per transfer, so a firewall needs only that range open.
+    Range(u16, u16),
+    /// Every packet, requests and transfers, from the listening port; transfers are told apart
+    /// by client address and port. Not RFC-conformant, but it is the one mode that works
+    /// through NAT and stateless firewalls (dnsmasq's `--tftp-single-port`).
+    Single,
+}
+
+impl TransferPorts {
+    /// Parses `LO:HI` or `LO-HI`.
+    pub fn parse_range(text: &str) -> Result<TransferPorts, String> {
+        let (lo, hi) = text
+            .split_once([':', '-'])
+            .ok_or_else(|| format!("port range {text:?} must look like LO:HI, e.g. 30000:30100"))?;
+        let lo: u16 = lo
+            .trim()
+            .parse()
+            .map_err(|_| format!("{lo:?} is not a port number"))?;
+        let hi: u16 = hi
+            .trim()
+            .parse()
+            .map_err(|_| format!("{hi:?} is not a port number"))?;
+        if lo == 0 || lo > hi {
+            return Err(format!("port range {lo}:{hi} is empty or starts at 0"));
+        }
+        Ok(TransferPorts::Range(lo, hi))
+    }
+}
+
+/// Driver configuration.
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    pub transfer: TransferConfig,
+    pub ports: TransferPorts,
+    /// Transfers running at once; further requests are refused with "server busy" rather than
+    /// queued, so a client retries instead of timing out.
+    pub max_transfers: usize,
+    /// Caps blksize at the path MTU towards the client minus IP and UDP headers, so no DATA
+    /// packet is ever fragmented (many PXE ROMs cannot reassemble).
+    pub cap_blksize_to_mtu: bool,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        TftpConfig {
+            transfer: TransferConfig::default(),
+            ports: TransferPorts::Ephemeral,
+            max_transfers: 1024,
+            cap_blksize_to_mtu: true,
+        }
+    }
+}
+
+/// Counters the dashboard and metrics read.
+#[derive(Debug, Default)]
+pub struct TftpCounters {
+    pub started: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub refused: AtomicU64,
+    pub bytes: AtomicU64,
+    pub retransmits: AtomicU64,
+    pub active: AtomicU64,
+}
+
+/// What the server serves from and stores to.
+#[derive(Debug, Clone)]
+pub struct TftpService {
+    pub config: TftpConfig,
+    pub source: Arc<dyn FileSource>,
+    pub uploads: Option<Arc<dyn UploadTarget>>,
+    pub counters: Arc<TftpCounters>,
+}
+
+/// Largest datagram we accept on the listening port: a request can exceed 512 bytes with many
+/// options, and in single-port mode uploads arrive here too.
+const LISTEN_BUFFER: usize = MAX_BLKSIZE as usize + 4;
+/// IPv4 + UDP headers, subtracted from the MTU for the blksize cap.
+const IP_UDP_HEADERS: u32 = 20 + 8;
+/// TFTP DATA header.
+const DATA_HEADER: u32 = 4;
+
+enum Inbound {
+    /// A datagram from the client (single-port mode only).
+    Packet(Vec<u8>),
+    /// The client sent its request again.
+    RepeatedRequest,
+}
+
+struct Entry {
+    request: Vec<u8>,
+    inbox: mpsc::Sender<Inbound>,
+    cancel: CancellationToken,
+    generation: u64,
+}
+
+type Table = Arc<Mutex<HashMap<SocketAddr, Entry>>>;
+
+/// Shared by the listener and every transfer task.
+struct Shared {
+    service: TftpService,
+    listener: Arc<PktSocket>,
+    table: Table,
+    permits: Arc<Semaphore>,
+    strangers: Mutex<ErrorRateLimiter>,
+    generation: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing holds these locks across a panic-prone section; recover rather than cascade.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Sends an ERROR to someone who is not a client of a running transfer, within the rate
+    /// limit. Never answers an ERROR with an ERROR (RFC 1350 §7).
+    async fn reply_to_stranger(
+        &self,
+        socket: &PktSocket,
+        to: SocketAddr,
+        from: Option<Ipv4Addr>,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        if !lock(&self.strangers).allow(Instant::now()) {
+            debug!(%to, %code, message, "ERROR reply suppressed by rate limit");
+            return;
+        }
+        let mut out = Vec::with_capacity(message.len() + 5);
+        packet::encode_error(&mut out, code, message);
+        if let Err(e) = socket.send(&out, to, from).await {
+            debug!(%to, error = %e, "could not send ERROR");
+        }
+    }
+}
+
+/// Runs the TFTP server on `socket` until `shutdown` is cancelled. Transfers still running then
+/// are told the server is going away.
+pub async fn serve(
+    socket: StdUdpSocket,
+    service: TftpService,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let listener = Arc::new(PktSocket::from_std(socket)?);
+    let local = listener.local_addr()?;
+    info!(%local, ports = ?service.config.ports, uploads = service.uploads.is_some(), "TFTP server listening");
+    let shared = Arc::new(Shared {
+        permits: Arc::new(Semaphore::new(service.config.max_transfers.max(1))),
+        service,
+        listener,
+        table: Arc::default(),
+        strangers: Mutex::new(ErrorRateLimiter::default()),
+        generation: AtomicU64::new(0),
+    });
+    let tasks = tokio_util::task::TaskTracker::new();
+    let mut buf = vec![0u8; LISTEN_BUFFER];
+    loop {
+        let (len, arrival) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            received = shared.listener.recv(&mut buf) => match received {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
+                    // one peer, not the server.
+                    debug!(error = %e, "receive error on TFTP listener");
+                    continue;
+                }
+            },
+        };
+        handle_listener_datagram(&shared, &tasks, &shutdown, &buf[..len], arrival).await;
+    }
+    tasks.close();
+    tasks.wait().await;
+    info!(%local, "TFTP server stopped");
+    Ok(())
+}
+
+async fn handle_listener_datagram(
+    shared: &Arc<Shared>,
+    tasks: &tokio_util::task::TaskTracker,
+    shutdown: &CancellationToken,
+    datagram: &[u8],
+    arrival: Arrival,
+) {
+    let client = arrival.from;
+    let packet = match packet::decode(datagram) {
+        Ok(packet) => packet,
+        Err(e) => {
+            // In single-port mode a client's datagram may belong to its transfer even if it
+            // does not decode; let the transfer's own handling decide.
+            if forward_to_transfer(shared, client, datagram) {
+                return;
+            }
+            warn!(%client, error = %e, "malformed TFTP request");
+            let message = format!("malformed request: {e}");
+            shared
+                .reply_to_stranger(
+                    &shared.listener,
+                    client,
+                    arrival.local,
+                    ErrorCode::IllegalOperation,
+                    &message,
+                )
+                .await;
+            return;
+        }
+    };
+    let write = match &packet {
+        Packet::Rrq(_) => false,
+        Packet::Wrq(_) => true,
+        Packet::Error { .. } => {
+            forward_to_transfer(shared, client, datagram);
+            return;
+        }
+        _ => {
+            if forward_to_transfer(shared, client, datagram) {
+                return;
+            }
+            let (code, message) = if shared.service.config.ports == TransferPorts::Single {
+                (
+                    ErrorCode::UnknownTransferId,
+                    "unknown transfer ID: no transfer with this client address and port",
+                )
+            } else {
+                (
+                    ErrorCode::IllegalOperation,
+                    "only read and write requests belong on this port",
+                )
+            };
+            debug!(%client, kind = packet.kind(), "stray packet on the TFTP listener");
+            shared
+                .reply_to_stranger(&shared.listener, client, arrival.local, code, message)
+                .await;
+            return;
+        }
+    };
+    {
+        let mut table = lock(&shared.table);
+        if let Some(entry) = table.get(&client) {
+            if entry.request == datagram {
+                // Our first reply was lost and the client asks again: same transfer.
+                let _ = entry.inbox.try_send(Inbound::RepeatedRequest);
+                return;
+            }
+            // A different request from the same address and port: the client restarted.
+            if let Some(old) = table.remove(&client) {
+                old.cancel.cancel();
+            }
+        }
+    }
+    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+        let limit = shared.service.config.max_transfers;
+        warn!(%client, limit, "TFTP request refused: too many transfers at once");
+        shared
+            .service
+            .counters
+            .refused
+            .fetch_add(1, Ordering::Relaxed);
+        let message = format!(
+            "server busy: {limit} transfers already running; retry shortly (or raise the transfer limit)"
+        );
+        let mut out = Vec::new();
+        packet::encode_error(&mut out, ErrorCode::NotDefined, &message);
+        let _ = shared.listener.send(&out, client, arrival.local).await;
+        return;
+    };
+    let (inbox_tx, inbox_rx) = mpsc::channel(64);
+    let cancel = shutdown.child_token();
+    let generation = shared.generation.fetch_add(1, Ordering::Relaxed);
+    lock(&shared.table).insert(
+        client,
+        Entry {
+            request: datagram.to_vec(),
+            inbox: inbox_tx,
+            cancel: cancel.clone(),
+            generation,
+        },
+    );
+    let task = TransferTask {
+        shared: shared.clone(),
+        request: datagram.to_vec(),
+        write,
+        arrival,
+        inbox: inbox_rx,
+        cancel,
+        generation,
+        _permit: permit,
+    };
+    tasks.spawn(task.run());
+}
+
+/// Hands a datagram to the transfer of `client`, if there is one and we are in single-port
+/// mode (in the other modes transfers receive on their own sockets).
+fn forward_to_transfer(shared: &Shared, client: SocketAddr, datagram: &[u8]) -> bool {
+    if shared.service.config.ports != TransferPorts::Single {
+        return false;
+    }
+    let table = lock(&shared.table);
+    let Some(entry) = table.get(&client) else {
+        return false;
+    };
+    // A full inbox means the transfer is far behind; dropping is what the network would do.
+    let _ = entry.inbox.try_send(Inbound::Packet(datagram.to_vec()));
+    true
+}
+
+struct TransferTask {
+    shared: Arc<Shared>,
+    request: Vec<u8>,
+    write: bool,
+    arrival: Arrival,
+    inbox: mpsc::Receiver<Inbound>,
+    cancel: CancellationToken,
+    generation: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// How the transfer reaches its client.
+enum Link {
+    Own(PktSocket),
+    Shared(Arc<PktSocket>),
+}
+
+impl Link {
+    fn socket(&self) -> &PktSocket {
+        match self {
+            Link::Own(socket) => socket,
+            Link::Shared(socket) => socket,
+        }
+    }
+}
+
+impl TransferTask {
+    async fn run(mut self) {
+        let client = self.arrival.from;
+        let local_ip = self.arrival.local;
+        let started = Instant::now();
+        let counters = self.shared.service.counters.clone();
+        let result = self.start().await;
+        let (mut transfer, link) = match result {
+            Ok(pair) => pair,
+            Err(refusal) => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                let mut out = Vec::new();
+                packet::encode_error(&mut out, refusal.code, &refusal.message);
+                let _ = self.shared.listener.send(&out, client, local_ip).await;
+                let file = packet::decode(&self.request).ok().and_then(|p| match p {
+                    Packet::Rrq(r) | Packet::Wrq(r) => Some(r.filename.to_string()),
+                    _ => None,
+                });
+                warn!(
+                    %client,
+                    file = file.as_deref().unwrap_or("?"),
+                    direction = if self.write { "write" } else { "read" },
+                    code = refusal.code.as_u16(),
+                    reason = %refusal.message,
+                    "TFTP request refused"
+                );
+                self.forget();
+                return;
+            }
+        };
+        counters.started.fetch_add(1, Ordering::Relaxed);
+        counters.active.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.drive(&mut transfer, &link).await;
+        counters.active.fetch_sub(1, Ordering::Relaxed);
+        self.forget();
+
+        let stats = *transfer.stats();
+        let params = transfer.params();
+        counters.bytes.fetch_add(stats.bytes, Ordering::Relaxed);
+        counters
+            .retransmits
+            .fetch_add(stats.retransmits, Ordering::Relaxed);
+        let (counter, success) = if outcome.is_success() {
+            (&counters.completed, true)
+        } else {
+            (&counters.failed, false)
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let direction = if transfer.is_write() { "write" } else { "read" };
+        let options = params.describe_options();
+        let local_port = link.socket().local_addr().map(|a| a.port()).unwrap_or(0);
+        macro_rules! transfer_event {
+            ($level:ident) => {
+                $level!(
+                    %client,
+                    file = %params.filename,
+                    direction,
+                    mode = %params.mode,
+                    options = %options,
+                    local_port,
+                    bytes = stats.bytes,
+                    size = ?params.size,
+                    packets = stats.packets,
+                    retransmits = stats.retransmits,
+                    duration_ms,
+                    outcome = %outcome,
+                    "TFTP transfer finished"
+                )
+            };
+        }
+        if success {
+            transfer_event!(info);
+        } else {
+            transfer_event!(warn);
+        }
+    }
+
+    /// Removes our table entry, unless a newer transfer for the same client replaced it.
+    fn forget(&self) {
+        let mut table = lock(&self.shared.table);
+        if table
+            .get(&self.arrival.from)
+            .is_some_and(|entry| entry.generation == self.generation)
+        {
+            table.remove(&self.arrival.from);
+        }
+    }
+
+    async fn start(&mut self) -> Result<(Transfer, Link), Refusal> {
+        let service = &self.shared.service;
+        let mut config = service.config.transfer;
+        if service.config.cap_blksize_to_mtu {
+            if let Ok(mtu) = path_mtu(self.arrival.local, self.arrival.from) {
+                let cap = mtu.saturating_sub(IP_UDP_HEADERS + DATA_HEADER);
+                let cap = cap.clamp(u32::from(MIN_BLKSIZE), u32::from(MAX_BLKSIZE)) as u16;
+                config.limits.max_blksize = config.limits.max_blksize.min(cap);
+            }
+        }
+        let link = match service.config.ports {
+            TransferPorts::Single => Link::Shared(self.shared.listener.clone()),
+            ports => Link::Own(bind_transfer_socket(ports, self.shared.listener.local_addr().ok()).map_err(|e| {
+                warn!(error = %e, "no socket for a TFTP transfer");
+                Refusal {
+                    code: ErrorCode::NotDefined,
+                    message: format!("server busy: no free transfer port ({e}); retry shortly or widen the port range"),
+                }
+            })?),
+        };
+        let request = self.request.clone();
+        let write = self.write;
+        let source = service.source.clone();
+        let uploads = service.uploads.clone();
+        // Opening may read a whole file into the shared cache, or create an upload file:
+        // blocking work, kept off the async workers.
+        let accepted = tokio::task::spawn_blocking(move || {
+            let now = Instant::now();
+            let packet = packet::decode(&request).map_err(|e| Refusal {
+                code: ErrorCode::IllegalOperation,
+                message: e.to_string(),
+            })?;
+            let (Packet::Rrq(request) | Packet::Wrq(request)) = packet else {
+                return Err(Refusal {
+                    code: ErrorCode::IllegalOperation,
+                    message: "not a request".into(),
+                });
+            };
+            let uploads = match &uploads {
+                Some(target) => Uploads::Enabled(target.as_ref()),
+                None => Uploads::Disabled,
+            };
+            accept(now, &request, write, &config, source.as_ref(), uploads)
+        })
+        .await
+        .map_err(|e| Refusal {
+            code: ErrorCode::NotDefined,
+            message: format!("internal error opening the file: {e}"),
+        })??;
+        Ok((accepted, link))
+    }
+
+    async fn drive(&mut self, transfer: &mut Transfer, link: &Link) -> Outcome {
+        let client = self.arrival.from;
+        let local_ip = self.arrival.local;
+        let socket = link.socket();
+        let mut out = Vec::with_capacity(usize::from(transfer.params().blksize) + 4);
+        let mut recv_buf = match link {
+            Link::Own(_) => vec![0u8; transfer.max_incoming()],
+            Link::Shared(_) => Vec::new(),
+        };
+        // Per-transfer budget for ERROR 5 replies to strangers on our port.
+        let mut strangers = ErrorRateLimiter::new(5, 5);
+        loop {
+            let now = Instant::now();
+            while transfer.poll_transmit(now, &mut out) {
+                if let Err(e) = socket.send(&out, client, local_ip).await {
+                    // Treated like a lost packet: the retransmission timer deals with it.
+                    debug!(%client, error = %e, "TFTP send failed");
+                }
+            }
+            if let Some(outcome) = transfer.outcome() {
+                return outcome.clone();
+            }
+            let deadline = transfer.poll_timeout().map(tokio::time::Instant::from_std);
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => {
+                    let mut out = Vec::new();
+                    packet::encode_error(&mut out, ErrorCode::NotDefined, "transfer cancelled: the server is shutting down or the client restarted its request");
+                    let _ = socket.send(&out, client, local_ip).await;
+                    return Outcome::Cancelled;
+                }
+                _ = sleep => transfer.handle_timeout(Instant::now()),
+                inbound = self.inbox.recv() => match inbound {
+                    Some(Inbound::Packet(datagram)) => handle_client_datagram(transfer, client, &datagram),
+                    Some(Inbound::RepeatedRequest) => transfer.handle_repeated_request(),
+                    None => return Outcome::Cancelled,
+                },
+                received = own_recv(link, &mut recv_buf) => match received {
+                    Ok((len, arrival)) if arrival.from == client => {
+                        handle_client_datagram(transfer, client, &recv_buf[..len]);
+                    }
+                    Ok((_, arrival)) => {
+                        // RFC 1350 §4: a packet from another TID gets ERROR 5 and the transfer
+                        // carries on undisturbed.
+                        if strangers.allow(Instant::now()) && !is_error_packet(&recv_buf) {
+                            let mut out = Vec::new();
+                            packet::encode_error(&mut out, ErrorCode::UnknownTransferId, "unknown transfer ID: this port serves another client");
+                            let _ = socket.send(&out, arrival.from, arrival.local.or(local_ip)).await;
+                        }
+                        debug!(%client, stranger = %arrival.from, "packet from unknown transfer ID");
+                    }
+                    Err(e) => debug!(%client, error = %e, "TFTP receive error"),
+                },
+            }
+        }
+    }
+}
+
+fn is_error_packet(datagram: &[u8]) -> bool {
+    datagram.len() >= 2 && datagram[..2] == [0, 5]
+}
+
+fn handle_client_datagram(transfer: &mut Transfer, client: SocketAddr, datagram: &[u8]) {
+    match packet::decode(datagram) {
+        Ok(packet) => transfer.handle_packet(Instant::now(), &packet),
+        Err(e) => debug!(%client, error = %e, "undecodable packet from client ignored"),
+    }
+}
+
+async fn own_recv(link: &Link, buf: &mut [u8]) -> io::Result<(usize, Arrival)> {
+    match link {
+        Link::Own(socket) => socket.recv(buf).await,
+        Link::Shared(_) => std::future::pending().await,
+    }
+}
+
+/// Binds a transfer socket. It is always bound to the wildcard address, even when the
+/// listener is bound to one address: a socket bound to a unicast address does not receive
+/// datagrams sent to the broadcast address, and old clients (Cisco access points) send their
+/// ACKs there. Replies still leave from the address the request was sent to (IP_PKTINFO).
+fn bind_transfer_socket(
+    ports: TransferPorts,
+    listener: Option<SocketAddr>,
+) -> io::Result<PktSocket> {
+    let ip: IpAddr = match listener {
+        Some(SocketAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
+        _ => Ipv4Addr::UNSPECIFIED.into(),
+    };
+    match ports {
+        TransferPorts::Range(lo, hi) => {
+            let span = u32::from(hi - lo) + 1;
+            // Start at a random place so concurrent transfers rarely collide, then walk the
+            // whole range once.
+            let offset = fastrand::u32(0..span);
+            for i in 0..span {
+                let port = lo + ((offset + i) % span) as u16;
+                match PktSocket::bind(SocketAddr::new(ip, port)) {
+                    Ok(socket) => return Ok(socket),
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("all ports {lo}-{hi} are in use"),
+            ))
+        }
+        _ => PktSocket::bind(SocketAddr::new(ip, 0)),
+    }
+}

@@ -1,0 +1,180 @@
+//! UDP sockets that know which local address a datagram arrived on, and can choose the source
+//! address of each reply (IP_PKTINFO, ip(7)).
+//!
+//! Why this matters for booting: EDK2 and iPXE drop replies that do not come from the exact
+//! address their request went to, and a socket bound to 0.0.0.0 would otherwise let the kernel
+//! pick any local address. Binding to one unicast address instead would lose broadcasts (DHCP
+//! requests; ACKs from old clients that send to the broadcast address). So we bind the wildcard
+//! and set the source per datagram.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
+
+use nix::libc;
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
+    sockopt,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Where a received datagram was addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Sender.
+    pub from: SocketAddr,
+    /// The local unicast address to answer from: for a unicast datagram its destination, for a
+    /// broadcast the address of the interface it arrived on (the kernel's `ipi_spec_dst`).
+    pub local: Option<Ipv4Addr>,
+    /// Destination address in the IP header, which may be a broadcast address.
+    pub destination: Option<Ipv4Addr>,
+    /// Interface index the datagram arrived on.
+    pub ifindex: Option<u32>,
+}
+
+/// A non-blocking UDP socket with per-datagram local addressing.
+#[derive(Debug)]
+pub struct PktSocket {
+    socket: UdpSocket,
+}
+
+impl PktSocket {
+    /// Takes over a bound socket (the binary binds; tests bind 127.0.0.1:0), enabling
+    /// IP_PKTINFO and SO_BROADCAST.
+    pub fn from_std(socket: StdUdpSocket) -> io::Result<PktSocket> {
+        socket.set_nonblocking(true)?;
+        if socket.local_addr()?.is_ipv4() {
+            setsockopt(&socket, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+        }
+        socket.set_broadcast(true)?;
+        Ok(PktSocket {
+            socket: UdpSocket::from_std(socket)?,
+        })
+    }
+
+    /// Binds `addr` with the options every bootherd socket needs.
+    pub fn bind(addr: SocketAddr) -> io::Result<PktSocket> {
+        PktSocket::from_std(StdUdpSocket::bind(addr)?)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Receives one datagram. A datagram larger than `buf` is truncated; the returned length is
+    /// what fits.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, Arrival)> {
+        let fd = self.socket.as_raw_fd();
+        self.socket
+            .async_io(Interest::READABLE, || {
+                let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+                let mut iov = [IoSliceMut::new(buf)];
+                let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                    .map_err(io::Error::from)?;
+                let Some(from) = msg.address else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "datagram without a source address",
+                    ));
+                };
+                let mut arrival = Arrival {
+                    from: SocketAddr::V4(SocketAddrV4::new(from.ip(), from.port())),
+                    local: None,
+                    destination: None,
+                    ifindex: None,
+                };
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for cmsg in cmsgs {
+                        if let ControlMessageOwned::Ipv4PacketInfo(info) = cmsg {
+                            arrival.local =
+                                Some(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr)))
+                                    .filter(|ip| !ip.is_unspecified());
+                            arrival.destination =
+                                Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
+                            arrival.ifindex =
+                                u32::try_from(info.ipi_ifindex).ok().filter(|&i| i != 0);
+                        }
+                    }
+                }
+                Ok((msg.bytes, arrival))
+            })
+            .await
+    }
+
+    /// Sends `data` to `to`, from local address `from` when given.
+    pub async fn send(
+        &self,
+        data: &[u8],
+        to: SocketAddr,
+        from: Option<Ipv4Addr>,
+    ) -> io::Result<()> {
+        let SocketAddr::V4(to) = to else {
+            return self.socket.send_to(data, to).await.map(drop);
+        };
+        let fd = self.socket.as_raw_fd();
+        let dest = SockaddrIn::from(to);
+        let info = from.map(|ip| libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        });
+        self.socket
+            .async_io(Interest::WRITABLE, || {
+                let iov = [IoSlice::new(data)];
+                let cmsgs: &[ControlMessage<'_>] = match &info {
+                    Some(info) => &[ControlMessage::Ipv4PacketInfo(info)],
+                    None => &[],
+                };
+                sendmsg(fd, &iov, cmsgs, MsgFlags::empty(), Some(&dest))
+                    .map(drop)
+                    .map_err(io::Error::from)
+            })
+            .await
+    }
+}
+
+/// Path MTU towards `peer` as the kernel's routing sees it (IP_MTU on a connected probe
+/// socket). Nothing is sent.
+pub fn path_mtu(local: Option<Ipv4Addr>, peer: SocketAddr) -> io::Result<u32> {
+    let bind_ip = local.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let probe = StdUdpSocket::bind(SocketAddr::from((bind_ip, 0)))?;
+    probe.connect(peer)?;
+    let mtu = nix::sys::socket::getsockopt(&probe, sockopt::IpMtu).map_err(io::Error::from)?;
+    u32::try_from(mtu).map_err(|_| io::Error::other("negative MTU"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reports_local_address_and_sends_from_it() {
+        let server = PktSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .send_to(b"ping", server.local_addr().unwrap())
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let (n, arrival) = server.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(arrival.from, client.local_addr().unwrap());
+        assert_eq!(arrival.local, Some(Ipv4Addr::LOCALHOST));
+        assert!(arrival.ifindex.is_some());
+        server
+            .send(b"pong", arrival.from, arrival.local)
+            .await
+            .unwrap();
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"pong");
+        assert_eq!(from, server.local_addr().unwrap());
+    }
+
+    #[test]
+    fn loopback_mtu_is_large() {
+        let mtu = path_mtu(None, "127.0.0.1:9".parse().unwrap()).unwrap();
+        assert!(mtu >= 1500, "{mtu}");
+    }
+}
