@@ -227,9 +227,14 @@ fn atftp_fetches_with_blksize_tsize_and_windowsize() {
 fn busybox_fetches_with_and_without_blksize() {
     require_program("busybox", "busybox-static");
     let server = Server::start(&[]);
+    fs::write(server.root.join("rollover"), pattern(ROLLOVER_SIZE)).unwrap();
     let out_dir = tempfile::tempdir().unwrap();
-    for &size in SIZES {
-        let name = format!("f{size}");
+    let names: Vec<String> = SIZES
+        .iter()
+        .map(|s| format!("f{s}"))
+        .chain(["rollover".into()])
+        .collect();
+    for name in names {
         for blksize in [None, Some("1024")] {
             let out = out_dir.path().join(&name);
             let mut cmd = Command::new("busybox");
