@@ -1,15 +1,27 @@
 //! bootherd: the binary. Wiring only: command line, logging, sockets, signals, shutdown.
 
+mod policy;
+
+use policy::DirPolicy;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bootherd_net::{TftpConfig, TftpCounters, TftpService, TransferPorts};
-use bootherd_tftp::{DirSource, DirUploads, NegotiationLimits, TimerConfig, TransferConfig};
+use bootherd_net::{
+    DhcpCounters, DhcpService, Interfaces, Selection, TftpConfig, TftpCounters, TftpService,
+    TransferPorts,
+};
+use bootherd_pxe::{NoEvents, ServerPort};
+use bootherd_tftp::{
+    DirSource, DirUploads, FileSource, FirstOf, NegotiationLimits, TimerConfig, TransferConfig,
+    UploadTarget,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -35,8 +47,46 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the PXE appliance: ProxyDHCP (ports 67 and 4011) and TFTP (69) serving bootloaders,
+    /// next to the LAN's own DHCP server. It never hands out addresses.
+    Serve(ServeArgs),
     /// Run only the TFTP server over a directory: a drop-in replacement for tftpd-hpa.
     Tftp(TftpArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Directory served over TFTP, searched before the bootloader directory.
+    #[arg(long, default_value = "images")]
+    root: PathBuf,
+    /// Directory with iPXE bootloaders (undionly.kpxe, ipxe.efi, snponly.efi); the default is
+    /// where Debian's ipxe package installs them.
+    #[arg(long, default_value = "/usr/lib/ipxe")]
+    bootloaders: PathBuf,
+    /// Script offered to clients already running iPXE (looked up like any TFTP file).
+    #[arg(long, default_value = "boot.ipxe")]
+    ipxe_script: String,
+    /// Answer only on this interface (repeat for several). Default: every interface that is up,
+    /// has IPv4 and is not loopback.
+    #[arg(long = "interface", value_name = "NAME")]
+    interfaces: Vec<String>,
+    /// Address all listeners bind to. Keep the wildcard: DHCP requests are broadcasts.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::Ipv4Addr,
+    /// ProxyDHCP port for broadcast DISCOVERs.
+    #[arg(long, default_value_t = 67)]
+    dhcp_port: u16,
+    /// PXE boot-server port (UEFI asks here for its boot file).
+    #[arg(long, default_value_t = 4011)]
+    proxy_port: u16,
+    /// TFTP port.
+    #[arg(long, default_value_t = 69)]
+    tftp_port: u16,
+    /// DHCP client port watched for other servers' boot offers (0 disables the watch).
+    #[arg(long, default_value_t = 68)]
+    watch_port: u16,
+    #[command(flatten)]
+    tftp: TftpTuning,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +99,13 @@ struct TftpArgs {
     /// too; replies always come from the address each request was sent to.
     #[arg(long, default_value = "0.0.0.0:69")]
     listen: SocketAddr,
+    #[command(flatten)]
+    tftp: TftpTuning,
+}
+
+/// TFTP behaviour shared by `serve` and `tftp`.
+#[derive(Debug, Args)]
+struct TftpTuning {
     /// Use ports LO:HI for transfers instead of random ephemeral ports, so a firewall needs only
     /// that range open.
     #[arg(long, value_name = "LO:HI", value_parser = TransferPorts::parse_range, conflicts_with = "single_port")]
@@ -84,6 +141,50 @@ struct TftpArgs {
     max_retries: u32,
 }
 
+impl TftpTuning {
+    fn config(&self) -> TftpConfig {
+        let ports = match (self.single_port, self.port_range) {
+            (true, _) => TransferPorts::Single,
+            (false, Some(range)) => range,
+            (false, None) => TransferPorts::Ephemeral,
+        };
+        TftpConfig {
+            transfer: TransferConfig {
+                limits: NegotiationLimits {
+                    max_blksize: self.max_blksize,
+                    max_windowsize: self.max_windowsize,
+                    ..NegotiationLimits::default()
+                },
+                timer: TimerConfig {
+                    max_retries: self.max_retries,
+                    ..TimerConfig::default()
+                },
+            },
+            ports,
+            max_transfers: self.max_transfers,
+            cap_blksize_to_mtu: !self.no_mtu_cap,
+        }
+    }
+
+    fn uploads(&self) -> anyhow::Result<Option<Arc<dyn UploadTarget>>> {
+        let Some(dir) = &self.upload_dir else {
+            return Ok(None);
+        };
+        let uploads = DirUploads::new(dir, self.max_upload_bytes, self.allow_overwrite)
+            .with_context(|| format!("upload directory {}", dir.display()))?;
+        Ok(Some(Arc::new(uploads)))
+    }
+
+    fn service(&self, source: Arc<dyn FileSource>) -> anyhow::Result<TftpService> {
+        Ok(TftpService {
+            config: self.config(),
+            source,
+            uploads: self.uploads()?,
+            counters: Arc::new(TftpCounters::default()),
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -115,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
+        Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Tftp(args) => runtime.block_on(run_tftp(args)),
     }
 }
@@ -130,59 +232,155 @@ fn raise_fd_limit() {
     }
 }
 
-async fn run_tftp(args: TftpArgs) -> anyhow::Result<()> {
-    let source = DirSource::new(&args.root).with_context(|| {
+fn root_source(root: &Path) -> anyhow::Result<DirSource> {
+    DirSource::new(root).with_context(|| {
         format!(
             "cannot serve {}: create the directory or pass --root DIR",
-            args.root.display()
+            root.display()
         )
-    })?;
-    let uploads = match &args.upload_dir {
-        Some(dir) => Some(Arc::new(
-            DirUploads::new(dir, args.max_upload_bytes, args.allow_overwrite)
-                .with_context(|| format!("upload directory {}", dir.display()))?,
-        ) as Arc<dyn bootherd_tftp::UploadTarget>),
-        None => None,
-    };
-    let ports = match (args.single_port, args.port_range) {
-        (true, _) => TransferPorts::Single,
-        (false, Some(range)) => range,
-        (false, None) => TransferPorts::Ephemeral,
-    };
-    let config = TftpConfig {
-        transfer: TransferConfig {
-            limits: NegotiationLimits {
-                max_blksize: args.max_blksize,
-                max_windowsize: args.max_windowsize,
-                ..NegotiationLimits::default()
-            },
-            timer: TimerConfig {
-                max_retries: args.max_retries,
-                ..TimerConfig::default()
-            },
-        },
-        ports,
-        max_transfers: args.max_transfers,
-        cap_blksize_to_mtu: !args.no_mtu_cap,
-    };
+    })
+}
+
+async fn run_tftp(args: TftpArgs) -> anyhow::Result<()> {
+    let source = root_source(&args.root)?;
     let socket = bind_udp(args.listen)?;
     info!(root = %source.root().display(), listen = %socket.local_addr()?, "serving TFTP");
-    let service = TftpService {
-        config,
-        source: Arc::new(source),
-        uploads,
-        counters: Arc::new(TftpCounters::default()),
-    };
+    let service = args.tftp.service(Arc::new(source))?;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(bootherd_net::serve_tftp(socket, service, shutdown.clone()));
-    wait_for_signal().await?;
-    info!("shutting down");
-    shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(joined) => joined.context("TFTP server task")?.context("TFTP server")?,
-        Err(_) => warn!("transfers did not stop within 5 s; exiting anyway"),
+    let mut services = JoinSet::new();
+    services.spawn(named(
+        "TFTP",
+        bootherd_net::serve_tftp(socket, service, shutdown.clone()),
+    ));
+    run_until_signal(services, shutdown).await
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let root = root_source(&args.root)?;
+    let mut layers: Vec<Arc<dyn FileSource>> = vec![Arc::new(root)];
+    match DirSource::new(&args.bootloaders) {
+        Ok(bootloaders) => layers.push(Arc::new(bootloaders)),
+        Err(e) => warn!(
+            dir = %args.bootloaders.display(),
+            error = %e,
+            "no bootloader directory: only bootloaders in the TFTP root will be offered (install Debian's ipxe package or pass --bootloaders DIR)"
+        ),
     }
-    Ok(())
+    let files: Arc<dyn FileSource> = Arc::new(FirstOf(layers));
+    let selection = if args.interfaces.is_empty() {
+        Selection::AllExceptLoopback
+    } else {
+        Selection::Named(args.interfaces.clone())
+    };
+    let interfaces = Arc::new(Interfaces::new(selection));
+    for name in interfaces.missing() {
+        warn!(interface = %name, "configured interface does not exist or has no IPv4 address (yet); requests on it will be answered once it appears");
+    }
+    let current = interfaces.current();
+    if current.is_empty() {
+        warn!(
+            "no interface to serve: none is up with an IPv4 address (or none matches --interface)"
+        );
+    }
+    for interface in &current {
+        info!(interface = %interface.name, addresses = ?interface.addresses, "serving PXE on interface");
+    }
+    let dhcp = DhcpService {
+        policy: Arc::new(DirPolicy {
+            files: files.clone(),
+            ipxe_script: args.ipxe_script.clone(),
+        }),
+        interfaces,
+        events: Arc::new(NoEvents),
+        counters: Arc::new(DhcpCounters::default()),
+    };
+    let tftp = args.tftp.service(files)?;
+
+    let dhcp_socket = bind_udp(SocketAddr::from((args.bind, args.dhcp_port)))?;
+    let proxy_socket = bind_udp(SocketAddr::from((args.bind, args.proxy_port)))?;
+    let tftp_socket = bind_udp(SocketAddr::from((args.bind, args.tftp_port)))?;
+    let shutdown = CancellationToken::new();
+    let mut services = JoinSet::new();
+    services.spawn(named(
+        "ProxyDHCP (67)",
+        bootherd_net::serve_dhcp(
+            dhcp_socket,
+            ServerPort::Dhcp,
+            dhcp.clone(),
+            shutdown.clone(),
+        ),
+    ));
+    services.spawn(named(
+        "ProxyDHCP (4011)",
+        bootherd_net::serve_dhcp(
+            proxy_socket,
+            ServerPort::ProxyDhcp,
+            dhcp.clone(),
+            shutdown.clone(),
+        ),
+    ));
+    services.spawn(named(
+        "TFTP",
+        bootherd_net::serve_tftp(tftp_socket, tftp, shutdown.clone()),
+    ));
+    if args.watch_port != 0 {
+        match bootherd_net::dhcp::bind_watcher(SocketAddr::from((args.bind, args.watch_port))) {
+            Ok(socket) => {
+                services.spawn(named(
+                    "competing-server watch",
+                    bootherd_net::watch_competitors(socket, dhcp, shutdown.clone()),
+                ));
+            }
+            Err(e) => {
+                info!(port = args.watch_port, error = %e, "not watching for other PXE servers: the DHCP client port is taken")
+            }
+        }
+    }
+    run_until_signal(services, shutdown).await
+}
+
+type ServiceResult = (&'static str, std::io::Result<()>);
+
+async fn named(
+    name: &'static str,
+    service: impl Future<Output = std::io::Result<()>>,
+) -> ServiceResult {
+    (name, service.await)
+}
+
+/// Runs the services until a signal or until one of them fails; then stops them all, giving
+/// running transfers a few seconds.
+async fn run_until_signal(
+    mut services: JoinSet<ServiceResult>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut failure = None;
+    tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            info!("shutting down");
+        }
+        Some(joined) = services.join_next() => {
+            failure = Some(match joined {
+                Ok((name, Ok(()))) => anyhow::anyhow!("{name} stopped unexpectedly"),
+                Ok((name, Err(e))) => anyhow::anyhow!("{name} failed: {e}"),
+                Err(e) => anyhow::anyhow!("a service panicked: {e}"),
+            });
+        }
+    }
+    shutdown.cancel();
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(joined) = services.join_next().await {
+            if let Ok((name, Err(e))) = joined {
+                warn!(service = name, error = %e, "service ended with an error");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!("services did not stop within 5 s; exiting anyway");
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {

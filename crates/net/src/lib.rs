@@ -6,7 +6,11 @@
 //! already bound plus a cancellation token, so tests bind 127.0.0.1:0 and only the binary binds
 //! privileged ports.
 
+pub mod dhcp;
+pub mod interfaces;
 pub mod tftp;
 pub mod udp;
 
+pub use dhcp::{DhcpCounters, DhcpService, serve as serve_dhcp, watch_competitors};
+pub use interfaces::{Interfaces, Selection};
 pub use tftp::{TftpConfig, TftpCounters, TftpService, TransferPorts, serve as serve_tftp};

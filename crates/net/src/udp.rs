@@ -109,15 +109,28 @@ impl PktSocket {
         to: SocketAddr,
         from: Option<Ipv4Addr>,
     ) -> io::Result<()> {
+        self.send_via(data, to, from, None).await
+    }
+
+    /// Like [`send`](Self::send), and out of interface `ifindex` when given: a reply to the
+    /// limited broadcast address must leave through the interface its request came in on,
+    /// which routing alone would not pick.
+    pub async fn send_via(
+        &self,
+        data: &[u8],
+        to: SocketAddr,
+        from: Option<Ipv4Addr>,
+        ifindex: Option<u32>,
+    ) -> io::Result<()> {
         let SocketAddr::V4(to) = to else {
             return self.socket.send_to(data, to).await.map(drop);
         };
         let fd = self.socket.as_raw_fd();
         let dest = SockaddrIn::from(to);
-        let info = from.map(|ip| libc::in_pktinfo {
-            ipi_ifindex: 0,
+        let info = (from.is_some() || ifindex.is_some()).then(|| libc::in_pktinfo {
+            ipi_ifindex: ifindex.and_then(|i| i32::try_from(i).ok()).unwrap_or(0),
             ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
+                s_addr: u32::from(from.unwrap_or(Ipv4Addr::UNSPECIFIED)).to_be(),
             },
             ipi_addr: libc::in_addr { s_addr: 0 },
         });

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bootherd_tftp::packet::{self, Mode, Packet, Request, decode};
 
+pub mod capture;
 pub mod netns;
 
 /// Panics with an install hint when a peer program is missing, so a failing run says what to do.

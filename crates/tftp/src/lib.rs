@@ -28,7 +28,8 @@ pub use options::{NegotiationLimits, RequestedOptions};
 pub use packet::{DecodeError, ErrorCode, Mode, Packet, Request};
 pub use read::ReadTransfer;
 pub use source::{
-    DirSource, DirUploads, FileContent, FileSource, SourceError, TftpPath, UploadSink, UploadTarget,
+    DirSource, DirUploads, FileContent, FileSource, FirstOf, SourceError, TftpPath, UploadSink,
+    UploadTarget,
 };
 pub use timer::TimerConfig;
 pub use transfer::{

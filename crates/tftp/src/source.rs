@@ -168,6 +168,38 @@ impl SourceError {
 /// Answers read requests. Implemented by [`DirSource`] and, later, by the boot policy.
 pub trait FileSource: Send + Sync + fmt::Debug {
     fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError>;
+
+    /// Whether `open` would serve `path`. DHCP asks this before offering a boot file, so an
+    /// offered file is one the TFTP server can deliver.
+    fn contains(&self, path: &TftpPath) -> bool {
+        self.open(path).is_ok()
+    }
+}
+
+/// Several sources searched in order; the first that has the file serves it. `bootherd serve`
+/// layers the TFTP root over the bootloader directory this way. A file that exists but is
+/// refused (outside its root, unreadable) is reported, not skipped.
+#[derive(Debug)]
+pub struct FirstOf(pub Vec<Arc<dyn FileSource>>);
+
+impl FileSource for FirstOf {
+    fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError> {
+        let mut last = None;
+        for source in &self.0 {
+            match source.open(path) {
+                Err(e @ SourceError::NotFound { .. }) => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| SourceError::NotFound {
+            path: path.to_string(),
+            area: "TFTP root",
+        }))
+    }
+
+    fn contains(&self, path: &TftpPath) -> bool {
+        self.0.iter().any(|source| source.contains(path))
+    }
 }
 
 /// Resolves `path` under `root` and refuses anything that ends up outside it once symlinks are
@@ -313,6 +345,14 @@ impl DirSource {
 }
 
 impl FileSource for DirSource {
+    fn contains(&self, path: &TftpPath) -> bool {
+        resolve_inside(&self.root, path, AREA_ROOT)
+            .and_then(|resolved| {
+                fs::metadata(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))
+            })
+            .is_ok_and(|meta| meta.is_file())
+    }
+
     fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError> {
         let resolved = resolve_inside(&self.root, path, AREA_ROOT)?;
         let mut file =
@@ -654,6 +694,43 @@ mod tests {
         assert!(err.to_string().contains("'missing'"), "{err}");
         let err = source.open(&TftpPath::parse("sub").unwrap()).unwrap_err();
         assert_eq!(err.code(), ErrorCode::AccessViolation);
+        for (name, servable) in [
+            ("boot.bin", true),
+            ("inside-link", true),
+            ("link", false),
+            ("sub", false),
+            ("missing", false),
+        ] {
+            assert_eq!(
+                source.contains(&TftpPath::parse(name).unwrap()),
+                servable,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn first_of_searches_in_order() {
+        let top = tempfile::tempdir().unwrap();
+        let bottom = tempfile::tempdir().unwrap();
+        fs::write(top.path().join("a"), b"top").unwrap();
+        fs::write(bottom.path().join("a"), b"bottom").unwrap();
+        fs::write(bottom.path().join("b"), b"b").unwrap();
+        let layered = FirstOf(vec![
+            Arc::new(DirSource::new(top.path()).unwrap()),
+            Arc::new(DirSource::new(bottom.path()).unwrap()),
+        ]);
+        assert_eq!(
+            layered.open(&TftpPath::parse("a").unwrap()).unwrap().len(),
+            3
+        );
+        assert_eq!(
+            layered.open(&TftpPath::parse("b").unwrap()).unwrap().len(),
+            1
+        );
+        assert!(layered.contains(&TftpPath::parse("b").unwrap()));
+        let err = layered.open(&TftpPath::parse("c").unwrap()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::FileNotFound);
     }
 
     #[test]
