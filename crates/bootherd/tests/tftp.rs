@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bootherd_testkit::netns::{self, Netns};
 use bootherd_testkit::{
-    Bootherd, RawClient, free_udp_port, pattern, require_program, run_with_timeout,
+    Daemon, RawClient, free_udp_port, pattern, require_program, run_with_timeout,
 };
 use bootherd_tftp::Mode;
 use bootherd_tftp::packet::Packet;
@@ -25,7 +25,7 @@ const ROLLOVER_SIZE: usize = 65536 * 512 + 1;
 const SIZES: &[usize] = &[0, 511, 512, 513, 1 << 20];
 
 struct Server {
-    process: Bootherd,
+    process: Daemon,
     addr: SocketAddr,
     root: PathBuf,
     _dirs: Vec<tempfile::TempDir>,
@@ -53,7 +53,7 @@ impl Server {
             &listen,
         ];
         args.extend_from_slice(extra);
-        let process = Bootherd::spawn(
+        let process = Daemon::spawn(
             Path::new(BIN),
             &args,
             &logs.path().join("bootherd.log"),
@@ -597,7 +597,7 @@ fn acks_sent_to_broadcast_still_complete_the_transfer() {
     fs::write(root.path().join("ap.img"), &content).unwrap();
     for listen in ["0.0.0.0:69", "10.66.0.1:69"] {
         let logs = tempfile::tempdir().unwrap();
-        let process = Bootherd::spawn(
+        let process = Daemon::spawn(
             Path::new(BIN),
             &[
                 "tftp",

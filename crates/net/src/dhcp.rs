@@ -36,9 +36,9 @@ pub struct DhcpService {
     pub counters: Arc<DhcpCounters>,
 }
 
-/// Receive buffer: one byte more than the largest request we process, so an oversized datagram
-/// is seen as oversized rather than silently cut to a valid-looking length.
-const BUFFER: usize = pxe::request::MAX_REQUEST_LEN + 1;
+/// Receive buffer: the largest request we process. Larger datagrams are reported with their
+/// real size (MSG_TRUNC) and dropped.
+const BUFFER: usize = pxe::request::MAX_REQUEST_LEN;
 
 /// Answers PXE requests arriving on `socket` (bound to port 67 or 4011) until `shutdown`.
 pub async fn serve(
@@ -86,6 +86,11 @@ async fn handle_datagram(
         debug!(%source, ifindex, "request on an interface bootherd does not serve");
         return;
     };
+    if arrival.size > datagram.len() {
+        service.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        warn!(%source, interface = %interface.name, bytes = arrival.size, "oversized DHCP packet dropped: {} bytes, more than a DHCP request can have", arrival.size);
+        return;
+    }
     let pxe_arrival = pxe::Arrival {
         source,
         local_ip,

@@ -31,6 +31,8 @@ pub struct Arrival {
     pub destination: Option<Ipv4Addr>,
     /// Interface index the datagram arrived on.
     pub ifindex: Option<u32>,
+    /// Size of the datagram as sent, which exceeds the returned length when it did not fit.
+    pub size: usize,
 }
 
 /// A non-blocking UDP socket with per-datagram local addressing.
@@ -66,11 +68,13 @@ impl PktSocket {
     /// what fits.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, Arrival)> {
         let fd = self.socket.as_raw_fd();
+        let buf_len = buf.len();
         self.socket
             .async_io(Interest::READABLE, || {
                 let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
                 let mut iov = [IoSliceMut::new(buf)];
-                let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                // MSG_TRUNC makes Linux report the full size of an oversized datagram.
+                let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_TRUNC)
                     .map_err(io::Error::from)?;
                 let Some(from) = msg.address else {
                     return Err(io::Error::new(
@@ -83,6 +87,7 @@ impl PktSocket {
                     local: None,
                     destination: None,
                     ifindex: None,
+                    size: msg.bytes,
                 };
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for cmsg in cmsgs {
@@ -97,7 +102,7 @@ impl PktSocket {
                         }
                     }
                 }
-                Ok((msg.bytes, arrival))
+                Ok((msg.bytes.min(buf_len), arrival))
             })
             .await
     }

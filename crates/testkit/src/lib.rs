@@ -15,6 +15,7 @@ use bootherd_tftp::packet::{self, Mode, Packet, Request, decode};
 
 pub mod capture;
 pub mod netns;
+pub mod pxe_client;
 
 /// Panics with an install hint when a peer program is missing, so a failing run says what to do.
 pub fn require_program(program: &str, package: &str) {
@@ -33,17 +34,17 @@ pub fn free_udp_port() -> u16 {
     socket.local_addr().expect("local address").port()
 }
 
-/// A bootherd process; killed (by PID, as we started it) when dropped.
+/// A daemon we started (bootherd, dnsmasq); killed by PID when dropped.
 #[derive(Debug)]
-pub struct Bootherd {
+pub struct Daemon {
     child: Child,
     pub log_path: PathBuf,
 }
 
-impl Bootherd {
+impl Daemon {
     /// Starts `bootherd` with `args`, logging at debug level to `log_path`, optionally inside a
     /// network namespace.
-    pub fn spawn(binary: &Path, args: &[&str], log_path: &Path, netns: Option<&str>) -> Bootherd {
+    pub fn spawn(binary: &Path, args: &[&str], log_path: &Path, netns: Option<&str>) -> Daemon {
         let log = fs::File::create(log_path).expect("creating the log file");
         let mut command = match netns {
             Some(ns) => {
@@ -60,8 +61,8 @@ impl Bootherd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        let child = command.spawn().expect("starting bootherd");
-        Bootherd {
+        let child = command.spawn().expect("starting the daemon");
+        Daemon {
             child,
             log_path: log_path.to_path_buf(),
         }
@@ -106,14 +107,14 @@ impl Bootherd {
             }
             assert!(
                 Instant::now() < deadline,
-                "bootherd did not exit after SIGTERM"
+                "the daemon did not exit after SIGTERM"
             );
             thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
-impl Drop for Bootherd {
+impl Drop for Daemon {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();

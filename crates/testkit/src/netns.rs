@@ -122,3 +122,51 @@ pub fn link(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> (String, String
     b.ip(&["link", "set", &b_if, "up"]);
     (a_if, b_if)
 }
+
+/// A LAN segment: a bridge inside its own namespace, to which hosts (namespaces) attach.
+#[derive(Debug)]
+pub struct Lan {
+    ns: Netns,
+    attached: AtomicU32,
+}
+
+impl Lan {
+    pub fn create() -> Lan {
+        let ns = Netns::create("lan");
+        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&["link", "set", "br0", "up"]);
+        Lan {
+            ns,
+            attached: AtomicU32::new(0),
+        }
+    }
+
+    /// Attaches `host` to the bridge; gives its end `addr` (CIDR) unless `None`. Returns the
+    /// host's interface name.
+    pub fn attach(&self, host: &Netns, addr: Option<&str>) -> String {
+        let n = self.attached.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}{n:x}", std::process::id() % 0xffff);
+        let (host_if, bridge_if) = (format!("eh{id}"), format!("eb{id}"));
+        ip(&[
+            "link",
+            "add",
+            &host_if,
+            "netns",
+            host.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &bridge_if,
+            "netns",
+            self.ns.name(),
+        ]);
+        self.ns.ip(&["link", "set", &bridge_if, "master", "br0"]);
+        self.ns.ip(&["link", "set", &bridge_if, "up"]);
+        if let Some(addr) = addr {
+            host.ip(&["addr", "add", addr, "dev", &host_if]);
+        }
+        host.ip(&["link", "set", &host_if, "up"]);
+        host_if
+    }
+}
