@@ -256,6 +256,12 @@ async fn run_tftp(args: TftpArgs) -> anyhow::Result<()> {
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    // The root is bootherd's own store location: on a first run it does not exist yet.
+    if !args.root.exists() {
+        std::fs::create_dir_all(&args.root)
+            .with_context(|| format!("creating the TFTP root {}", args.root.display()))?;
+        info!(root = %args.root.display(), "created the TFTP root");
+    }
     let root = root_source(&args.root)?;
     let mut layers: Vec<Arc<dyn FileSource>> = vec![Arc::new(root)];
     match DirSource::new(&args.bootloaders) {
