@@ -212,6 +212,9 @@ fn init_logging(format: LogFormat) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bootherd-worker")
+        // Blocking work is opening files; a boot storm must not grow hundreds of threads.
+        .max_blocking_threads(16)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bootherd_tftp::packet::{self, ErrorCode, MAX_BLKSIZE, MIN_BLKSIZE};
 use bootherd_tftp::{
@@ -119,9 +119,15 @@ struct Entry {
     inbox: mpsc::Sender<Inbound>,
     cancel: CancellationToken,
     generation: u64,
+    /// Set once the client has answered our first reply: from then on an identical request
+    /// from the same address and port is a new transfer, not a lost-reply retransmission
+    /// (clients reuse ports quickly during a boot storm).
+    confirmed: Arc<AtomicBool>,
 }
 
 type Table = Arc<Mutex<HashMap<SocketAddr, Entry>>>;
+/// Local address and peer a path MTU was measured for.
+type MtuKey = (Option<Ipv4Addr>, IpAddr);
 
 /// Shared by the listener and every transfer task.
 struct Shared {
@@ -131,6 +137,7 @@ struct Shared {
     permits: Arc<Semaphore>,
     strangers: Mutex<ErrorRateLimiter>,
     generation: AtomicU64,
+    mtus: Mutex<HashMap<MtuKey, (u32, Instant)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -138,7 +145,27 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long a measured path MTU is reused: routes rarely change, and probing costs a socket.
+const MTU_MEMORY: Duration = Duration::from_secs(60);
+
 impl Shared {
+    fn path_mtu(&self, local: Option<Ipv4Addr>, peer: SocketAddr) -> Option<u32> {
+        let key = (local, peer.ip());
+        let now = Instant::now();
+        if let Some(&(mtu, at)) = lock(&self.mtus).get(&key) {
+            if now.duration_since(at) < MTU_MEMORY {
+                return Some(mtu);
+            }
+        }
+        let mtu = path_mtu(local, peer).ok()?;
+        let mut mtus = lock(&self.mtus);
+        if mtus.len() > 4096 {
+            mtus.retain(|_, (_, at)| now.duration_since(*at) < MTU_MEMORY);
+        }
+        mtus.insert(key, (mtu, now));
+        Some(mtu)
+    }
+
     /// Sends an ERROR to someone who is not a client of a running transfer, within the rate
     /// limit. Never answers an ERROR with an ERROR (RFC 1350 §7).
     async fn reply_to_stranger(
@@ -178,6 +205,7 @@ pub async fn serve(
         table: Arc::default(),
         strangers: Mutex::new(ErrorRateLimiter::default()),
         generation: AtomicU64::new(0),
+        mtus: Mutex::default(),
     });
     let tasks = tokio_util::task::TaskTracker::new();
     let mut buf = vec![0u8; LISTEN_BUFFER];
@@ -264,7 +292,7 @@ async fn handle_listener_datagram(
     {
         let mut table = lock(&shared.table);
         if let Some(entry) = table.get(&client) {
-            if entry.request == datagram {
+            if entry.request == datagram && !entry.confirmed.load(Ordering::Relaxed) {
                 // Our first reply was lost and the client asks again: same transfer.
                 let _ = entry.inbox.try_send(Inbound::RepeatedRequest);
                 return;
@@ -292,8 +320,11 @@ async fn handle_listener_datagram(
         return;
     };
     let (inbox_tx, inbox_rx) = mpsc::channel(64);
-    let cancel = shutdown.child_token();
+    // Not a child of `shutdown`: being replaced ends a transfer silently, while a shutdown
+    // tells the client (see `drive`).
+    let cancel = CancellationToken::new();
     let generation = shared.generation.fetch_add(1, Ordering::Relaxed);
+    let confirmed = Arc::new(AtomicBool::new(false));
     lock(&shared.table).insert(
         client,
         Entry {
@@ -301,9 +332,11 @@ async fn handle_listener_datagram(
             inbox: inbox_tx,
             cancel: cancel.clone(),
             generation,
+            confirmed: confirmed.clone(),
         },
     );
     let task = TransferTask {
+        shutdown: shutdown.clone(),
         shared: shared.clone(),
         request: datagram.to_vec(),
         write,
@@ -311,6 +344,7 @@ async fn handle_listener_datagram(
         inbox: inbox_rx,
         cancel,
         generation,
+        confirmed,
         _permit: permit,
     };
     tasks.spawn(task.run());
@@ -332,6 +366,7 @@ fn forward_to_transfer(shared: &Shared, client: SocketAddr, datagram: &[u8]) -> 
 }
 
 struct TransferTask {
+    shutdown: CancellationToken,
     shared: Arc<Shared>,
     request: Vec<u8>,
     write: bool,
@@ -339,6 +374,7 @@ struct TransferTask {
     inbox: mpsc::Receiver<Inbound>,
     cancel: CancellationToken,
     generation: u64,
+    confirmed: Arc<AtomicBool>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -449,8 +485,8 @@ impl TransferTask {
     async fn start(&mut self) -> Result<(Transfer, Link), Refusal> {
         let service = &self.shared.service;
         let mut config = service.config.transfer;
-        if service.config.cap_blksize_to_mtu {
-            if let Ok(mtu) = path_mtu(self.arrival.local, self.arrival.from) {
+        if service.config.cap_blksize_to_mtu && asks_for_blksize(&self.request) {
+            if let Some(mtu) = self.shared.path_mtu(self.arrival.local, self.arrival.from) {
                 let cap = mtu.saturating_sub(IP_UDP_HEADERS + DATA_HEADER);
                 let cap = cap.clamp(u32::from(MIN_BLKSIZE), u32::from(MAX_BLKSIZE)) as u16;
                 config.limits.max_blksize = config.limits.max_blksize.min(cap);
@@ -466,35 +502,29 @@ impl TransferTask {
                 }
             })?),
         };
-        let request = self.request.clone();
-        let write = self.write;
-        let source = service.source.clone();
-        let uploads = service.uploads.clone();
-        // Opening may read a whole file into the shared cache, or create an upload file:
-        // blocking work, kept off the async workers.
-        let accepted = tokio::task::spawn_blocking(move || {
-            let now = Instant::now();
-            let packet = packet::decode(&request).map_err(|e| Refusal {
+        // Opening is cheap by the FileSource contract (no bulk reads), so it runs right here.
+        let packet = packet::decode(&self.request).map_err(|e| Refusal {
+            code: ErrorCode::IllegalOperation,
+            message: e.to_string(),
+        })?;
+        let (Packet::Rrq(request) | Packet::Wrq(request)) = packet else {
+            return Err(Refusal {
                 code: ErrorCode::IllegalOperation,
-                message: e.to_string(),
-            })?;
-            let (Packet::Rrq(request) | Packet::Wrq(request)) = packet else {
-                return Err(Refusal {
-                    code: ErrorCode::IllegalOperation,
-                    message: "not a request".into(),
-                });
-            };
-            let uploads = match &uploads {
-                Some(target) => Uploads::Enabled(target.as_ref()),
-                None => Uploads::Disabled,
-            };
-            accept(now, &request, write, &config, source.as_ref(), uploads)
-        })
-        .await
-        .map_err(|e| Refusal {
-            code: ErrorCode::NotDefined,
-            message: format!("internal error opening the file: {e}"),
-        })??;
+                message: "not a request".into(),
+            });
+        };
+        let uploads = match &service.uploads {
+            Some(target) => Uploads::Enabled(target.as_ref()),
+            None => Uploads::Disabled,
+        };
+        let accepted = accept(
+            Instant::now(),
+            &request,
+            self.write,
+            &config,
+            service.source.as_ref(),
+            uploads,
+        )?;
         Ok((accepted, link))
     }
 
@@ -517,6 +547,9 @@ impl TransferTask {
                     debug!(%client, error = %e, "TFTP send failed");
                 }
             }
+            if transfer.client_confirmed() {
+                self.confirmed.store(true, Ordering::Relaxed);
+            }
             if let Some(outcome) = transfer.outcome() {
                 return outcome.clone();
             }
@@ -528,12 +561,14 @@ impl TransferTask {
                 }
             };
             tokio::select! {
-                _ = self.cancel.cancelled() => {
+                _ = self.shutdown.cancelled() => {
                     let mut out = Vec::new();
-                    packet::encode_error(&mut out, ErrorCode::NotDefined, "transfer cancelled: the server is shutting down or the client restarted its request");
+                    packet::encode_error(&mut out, ErrorCode::NotDefined, "transfer cancelled: the TFTP server is shutting down; retry in a moment");
                     let _ = socket.send(&out, client, local_ip).await;
                     return Outcome::Cancelled;
                 }
+                // No ERROR here: the new transfer's client is at this very address.
+                _ = self.cancel.cancelled() => return Outcome::Superseded,
                 _ = sleep => transfer.handle_timeout(Instant::now()),
                 inbound = self.inbox.recv() => match inbound {
                     Some(Inbound::Packet(datagram)) => handle_client_datagram(transfer, client, &datagram),
@@ -558,6 +593,17 @@ impl TransferTask {
                 },
             }
         }
+    }
+}
+
+/// Whether a request carries a blksize option: only then does the MTU matter.
+fn asks_for_blksize(request: &[u8]) -> bool {
+    match packet::decode(request) {
+        Ok(Packet::Rrq(r) | Packet::Wrq(r)) => r
+            .options
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("blksize")),
+        _ => false,
     }
 }
 

@@ -112,6 +112,11 @@ impl ReadTransfer {
         &self.stats
     }
 
+    /// Whether the client has acknowledged anything, i.e. received our first reply.
+    pub fn client_confirmed(&self) -> bool {
+        self.peer_acked
+    }
+
     pub fn outcome(&self) -> Option<&Outcome> {
         match &self.phase {
             Phase::Done(outcome) if self.error_due.is_none() => Some(outcome),

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -166,6 +166,9 @@ impl SourceError {
 }
 
 /// Answers read requests. Implemented by [`DirSource`] and, later, by the boot policy.
+///
+/// `open` is called on the network task for every request, so it must be cheap: resolve and
+/// open, never read a whole file. Data is read block by block through [`FileContent`].
 pub trait FileSource: Send + Sync + fmt::Debug {
     fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError>;
 
@@ -222,25 +225,24 @@ fn resolve_inside(
 
 /// Serves the regular files below one directory.
 ///
-/// Files up to `cache_limit` bytes are read once and shared by every concurrent transfer (a boot
-/// storm of 1000 clients fetching one bootloader holds one copy). The cache holds only weak
-/// references: a file stays in memory exactly as long as some transfer is sending it, so memory
-/// is bounded by the files in use, not by history. Larger files are read block by block with
-/// `pread`, relying on the kernel page cache.
+/// Transfers of the same file share one open file handle and read it block by block with
+/// `pread`, so a boot storm of 1000 clients fetching one bootloader holds one file descriptor
+/// and no per-client copy: the data lives once, in the kernel's page cache. The handle map
+/// holds only weak references, so a file is open exactly as long as some transfer is sending
+/// it, and an edited file (new inode, size or mtime) gets a fresh handle.
 #[derive(Debug)]
 pub struct DirSource {
     root: PathBuf,
-    cache_limit: u64,
-    cache: Mutex<HashMap<PathBuf, CachedFile>>,
+    open_files: Mutex<HashMap<PathBuf, OpenFile>>,
 }
 
 #[derive(Debug)]
-struct CachedFile {
+struct OpenFile {
     stamp: FileStamp,
-    content: Weak<SharedBytes>,
+    file: Weak<DiskFile>,
 }
 
-/// Identifies one version of a file, so an edited file is never served from a stale copy.
+/// Identifies one version of a file, so an edited file is never served from a stale handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
     dev: u64,
@@ -257,19 +259,6 @@ impl FileStamp {
             len: meta.len(),
             modified: meta.modified().ok(),
         }
-    }
-}
-
-#[derive(Debug)]
-struct SharedBytes(Box<[u8]>);
-
-impl FileContent for SharedBytes {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read_at(offset, buf)
     }
 }
 
@@ -305,10 +294,6 @@ impl FileContent for DiskFile {
     }
 }
 
-/// Default for [`DirSource::with_cache_limit`]: bootloaders and small kernels are shared in
-/// memory, ISOs are not.
-pub const DEFAULT_CACHE_LIMIT: u64 = 64 * 1024 * 1024;
-
 const AREA_ROOT: &str = "TFTP root";
 
 impl DirSource {
@@ -329,14 +314,8 @@ impl DirSource {
         }
         Ok(DirSource {
             root,
-            cache_limit: DEFAULT_CACHE_LIMIT,
-            cache: Mutex::new(HashMap::new()),
+            open_files: Mutex::new(HashMap::new()),
         })
-    }
-
-    pub fn with_cache_limit(mut self, bytes: u64) -> DirSource {
-        self.cache_limit = bytes;
-        self
     }
 
     pub fn root(&self) -> &Path {
@@ -355,11 +334,7 @@ impl FileSource for DirSource {
 
     fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError> {
         let resolved = resolve_inside(&self.root, path, AREA_ROOT)?;
-        let mut file =
-            File::open(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
+        let meta = fs::metadata(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
         if !meta.is_file() {
             return Err(SourceError::AccessDenied {
                 path: path.to_string(),
@@ -367,37 +342,37 @@ impl FileSource for DirSource {
             });
         }
         let stamp = FileStamp::of(&meta);
-        if stamp.len > self.cache_limit {
-            return Ok(Arc::new(DiskFile {
-                file,
-                len: stamp.len,
-            }));
-        }
         // A poisoned lock only means another thread panicked while holding it; the map is still
-        // a valid cache of weak pointers.
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = cache.get(&resolved) {
+        // a valid set of weak pointers.
+        let mut open_files = self.open_files.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = open_files.get(&resolved) {
             if entry.stamp == stamp {
-                if let Some(content) = entry.content.upgrade() {
-                    return Ok(content);
+                if let Some(file) = entry.file.upgrade() {
+                    return Ok(file);
                 }
             }
         }
-        let mut bytes = Vec::with_capacity(stamp.len as usize);
-        file.read_to_end(&mut bytes)
+        let file = File::open(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
+        // Stamp the handle we actually opened: the name may have been replaced since the stat.
+        let meta = file
+            .metadata()
             .map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
-        let content = Arc::new(SharedBytes(bytes.into_boxed_slice()));
-        if cache.len() >= 1024 {
-            cache.retain(|_, entry| entry.content.strong_count() > 0);
+        let stamp = FileStamp::of(&meta);
+        let shared = Arc::new(DiskFile {
+            file,
+            len: stamp.len,
+        });
+        if open_files.len() >= 1024 {
+            open_files.retain(|_, entry| entry.file.strong_count() > 0);
         }
-        cache.insert(
+        open_files.insert(
             resolved,
-            CachedFile {
+            OpenFile {
                 stamp,
-                content: Arc::downgrade(&content),
+                file: Arc::downgrade(&shared),
             },
         );
-        Ok(content)
+        Ok(shared)
     }
 }
 
@@ -673,7 +648,7 @@ mod tests {
         let a = source.open(&TftpPath::parse("boot.bin").unwrap()).unwrap();
         let b = source.open(&TftpPath::parse("/boot.bin").unwrap()).unwrap();
         assert_eq!(a.len(), 5);
-        // Same allocation: concurrent transfers share one copy.
+        // Same handle: concurrent transfers share one open file.
         assert!(std::ptr::addr_eq(Arc::as_ptr(&a), Arc::as_ptr(&b)));
         let mut buf = [0u8; 8];
         assert_eq!(a.read_at(1, &mut buf).unwrap(), 4);
@@ -734,10 +709,10 @@ mod tests {
     }
 
     #[test]
-    fn edited_file_is_not_served_stale_and_big_files_stream() {
+    fn edited_file_is_not_served_stale() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("f"), b"one").unwrap();
-        let source = DirSource::new(dir.path()).unwrap().with_cache_limit(4);
+        let source = DirSource::new(dir.path()).unwrap();
         let first = source.open(&TftpPath::parse("f").unwrap()).unwrap();
         fs::write(dir.path().join("f"), b"two!").unwrap();
         let second = source.open(&TftpPath::parse("f").unwrap()).unwrap();
@@ -745,11 +720,9 @@ mod tests {
         assert_eq!(second.read_at(0, &mut buf).unwrap(), 4);
         assert_eq!(&buf, b"two!");
         assert_eq!(first.len(), 3);
-        fs::write(dir.path().join("big"), vec![7u8; 10]).unwrap();
-        let big = source.open(&TftpPath::parse("big").unwrap()).unwrap();
         let mut buf = [0u8; 16];
-        assert_eq!(big.read_at(8, &mut buf).unwrap(), 2);
-        assert_eq!(big.read_at(10, &mut buf).unwrap(), 0);
+        assert_eq!(second.read_at(2, &mut buf).unwrap(), 2);
+        assert_eq!(second.read_at(4, &mut buf).unwrap(), 0);
     }
 
     #[test]

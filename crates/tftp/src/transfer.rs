@@ -78,6 +78,9 @@ pub enum Outcome {
     ProtocolViolation(String),
     /// The driver ended the transfer (server shutdown).
     Cancelled,
+    /// A new request from the same client address and port replaced this transfer (the
+    /// client restarted, or its port was reused by a new client).
+    Superseded,
 }
 
 impl Outcome {
@@ -109,6 +112,9 @@ impl fmt::Display for Outcome {
             Outcome::StoreError(e) => write!(f, "upload not stored: {e}"),
             Outcome::ProtocolViolation(e) => write!(f, "protocol violation by client: {e}"),
             Outcome::Cancelled => f.write_str("cancelled by server shutdown"),
+            Outcome::Superseded => {
+                f.write_str("superseded by a new request from the same client address and port")
+            }
         }
     }
 }
@@ -162,6 +168,13 @@ impl Transfer {
 
     pub fn stats(&self) -> &Stats {
         both!(self, t => t.stats())
+    }
+
+    /// Whether the client answered our first reply. After that, the same request again from
+    /// the same address and port is a new transfer (a restarted client, or a reused port), not
+    /// a retransmission.
+    pub fn client_confirmed(&self) -> bool {
+        both!(self, t => t.client_confirmed())
     }
 
     /// `Some` once the transfer is over and everything it had to send was taken.

@@ -71,6 +71,11 @@ impl WriteTransfer {
         &self.stats
     }
 
+    /// Whether the client has sent data, i.e. received our first reply.
+    pub fn client_confirmed(&self) -> bool {
+        self.expected > 1
+    }
+
     pub fn outcome(&self) -> Option<&Outcome> {
         match &self.phase {
             Phase::Done(outcome) if self.error_due.is_none() => Some(outcome),

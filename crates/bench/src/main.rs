@@ -1,0 +1,738 @@
+//! bootherd-bench: runs the same TFTP and ProxyDHCP scenarios against bootherd and the servers
+//! people run today (tftpd-hpa, atftpd, dnsmasq), one server at a time on identical terms, and
+//! writes a results table. Run it through `bench/run.sh`, which installs the peers.
+
+mod dhcp_load;
+mod procstat;
+mod servers;
+mod tftp_client;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bootherd_testkit::netns::{self, Netns};
+use clap::Parser;
+use servers::{Peer, Programs};
+use tftp_client::GetOptions;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks bootherd against tftpd-hpa, atftpd and dnsmasq (run bench/run.sh)")]
+struct Cli {
+    /// Repetitions of each measurement; the table shows the median and the spread.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Where to write the results (Markdown).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+    /// The bootherd binary (build it with --release).
+    #[arg(long, default_value = "target/release/bootherd")]
+    bootherd: PathBuf,
+    /// The atftpd binary (bench/run.sh unpacks it from Debian's package).
+    #[arg(long, default_value = "target/bench-peers/usr/sbin/atftpd")]
+    atftpd: PathBuf,
+    /// Servers to compare (default: all).
+    #[arg(long, value_delimiter = ',', default_values_t = ["bootherd".to_string(), "tftpd-hpa".into(), "atftpd".into(), "dnsmasq".into()])]
+    peers: Vec<String>,
+    /// Small sizes and one repetition: checks the harness, measures nothing.
+    #[arg(long)]
+    quick: bool,
+    /// Run only these scenarios (large, storm, small, dhcp); default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The command line to record in the results.
+    #[arg(long, default_value = "bench/run.sh")]
+    command: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    /// The scenario's figure (MiB/s, transfers/s, offers/s, or seconds for the storm).
+    value: f64,
+    cpu_per_gib: f64,
+    cpu_seconds: f64,
+    peak_rss: u64,
+    failures: u64,
+    note: String,
+    extra: String,
+}
+
+#[derive(Debug)]
+struct Row {
+    peer: Peer,
+    samples: Vec<Sample>,
+    unsupported: Option<String>,
+}
+
+#[derive(Debug)]
+struct Table {
+    title: String,
+    what: String,
+    unit: &'static str,
+    higher_is_better: bool,
+    rows: Vec<Row>,
+}
+
+struct Files {
+    dir: tempfile::TempDir,
+    big: Vec<u8>,
+    boot: Vec<u8>,
+    small: Vec<u8>,
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "run as root: the servers bind port 69 and the DHCP scenario uses network namespaces"
+        );
+    }
+    let peers: Vec<Peer> = Peer::ALL
+        .into_iter()
+        .filter(|p| cli.peers.iter().any(|n| n == p.name()))
+        .collect();
+    let programs = Programs {
+        bootherd: cli.bootherd.clone(),
+        atftpd: cli.atftpd.clone(),
+    };
+    let (big_len, storm_clients, small_total, dhcp_total) = if cli.quick {
+        (4 << 20, 50, 500, 500)
+    } else {
+        (100 << 20, 1000, 10_000, 20_000)
+    };
+    let reps = if cli.quick { 1 } else { cli.reps.max(1) };
+
+    let dir = tempfile::Builder::new()
+        .prefix("bootherd-bench")
+        .tempdir()?;
+    // Forking servers drop privileges to serve; everything must be world-readable.
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let files = Files {
+        big: pattern(big_len, 1),
+        boot: pattern(1 << 20, 2),
+        small: pattern(512, 3),
+        dir,
+    };
+    fs::write(files.dir.path().join("big.bin"), &files.big)?;
+    fs::write(files.dir.path().join("boot.bin"), &files.boot)?;
+    fs::write(files.dir.path().join("small.bin"), &files.small)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut tables = Vec::new();
+    let server: SocketAddr = servers::ADDRESS.parse()?;
+
+    let wanted = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+    for (blksize, windowsize) in [
+        (512u16, None),
+        (1468, None),
+        (65464, None),
+        (1468, Some(16u16)),
+    ] {
+        if !wanted("large") {
+            break;
+        }
+        let options = GetOptions {
+            blksize: Some(blksize),
+            windowsize,
+            timeout: Duration::from_secs(1),
+            retries: 8,
+        };
+        let mut rows = Vec::new();
+        for &peer in &peers {
+            let mut samples = Vec::new();
+            let mut unsupported = None;
+            for _ in 0..reps {
+                let running = servers::start(peer, files.dir.path(), &programs)?;
+                let sampler = procstat::RssSampler::start(running.pid());
+                let cpu_before = procstat::cpu_seconds(running.pid());
+                let result = runtime.block_on(tftp_client::get_verified(
+                    server, "big.bin", &files.big, options,
+                ));
+                let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
+                let peak = sampler.finish();
+                drop(running);
+                match result {
+                    Ok(got) if windowsize.is_some() && !got.windowed => {
+                        unsupported = Some("no windowsize (answered lockstep)".to_string());
+                        break;
+                    }
+                    Ok(got) => samples.push(Sample {
+                        value: got.bytes as f64 / MIB / got.elapsed.as_secs_f64(),
+                        cpu_per_gib: cpu / (got.bytes as f64 / GIB),
+                        cpu_seconds: cpu,
+                        peak_rss: peak,
+                        ..Sample::default()
+                    }),
+                    Err(e) => samples.push(Sample {
+                        failures: 1,
+                        note: e,
+                        ..Sample::default()
+                    }),
+                }
+            }
+            eprintln!(
+                "single client blksize {blksize} ws {windowsize:?}: {} done",
+                peer.name()
+            );
+            rows.push(Row {
+                peer,
+                samples,
+                unsupported,
+            });
+        }
+        let ws = windowsize.map_or(String::new(), |w| format!(", windowsize {w}"));
+        tables.push(Table {
+            title: format!("One client, {} MiB, blksize {blksize}{ws}", big_len >> 20),
+            what: "throughput of one download, verified byte for byte".into(),
+            unit: "MiB/s",
+            higher_is_better: true,
+            rows,
+        });
+    }
+
+    // Boot storm.
+    let mut rows = Vec::new();
+    for &peer in peers.iter().filter(|_| wanted("storm")) {
+        let mut samples = Vec::new();
+        for _ in 0..reps {
+            let running = servers::start(peer, files.dir.path(), &programs)?;
+            let sampler = procstat::RssSampler::start(running.pid());
+            let cpu_before = procstat::cpu_seconds(running.pid());
+            let started = Instant::now();
+            let results = runtime.block_on(async {
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..storm_clients {
+                    let boot = files.boot.clone();
+                    tasks.spawn(async move {
+                        let options = GetOptions {
+                            blksize: Some(1432),
+                            windowsize: None,
+                            timeout: Duration::from_secs(1),
+                            retries: 8,
+                        };
+                        tftp_client::get_verified(server, "boot.bin", &boot, options).await
+                    });
+                }
+                let mut results = Vec::new();
+                while let Some(joined) = tasks.join_next().await {
+                    results.push(joined.unwrap_or_else(|e| Err(e.to_string())));
+                }
+                results
+            });
+            let elapsed = started.elapsed();
+            let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
+            let peak = sampler.finish();
+            drop(running);
+            let failures = results.iter().filter(|r| r.is_err()).count() as u64;
+            let bytes: u64 = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|g| g.bytes)
+                .sum();
+            let first_error = results
+                .iter()
+                .find_map(|r| r.as_ref().err())
+                .cloned()
+                .unwrap_or_default();
+            samples.push(Sample {
+                value: elapsed.as_secs_f64(),
+                cpu_per_gib: cpu / (bytes.max(1) as f64 / GIB),
+                cpu_seconds: cpu,
+                peak_rss: peak,
+                failures,
+                note: first_error,
+                extra: format!("{:.0} MiB/s", bytes as f64 / MIB / elapsed.as_secs_f64()),
+            });
+        }
+        eprintln!("storm: {} done", peer.name());
+        rows.push(Row {
+            peer,
+            samples,
+            unsupported: None,
+        });
+    }
+    if wanted("storm") {
+        tables.push(Table {
+            title: format!("Boot storm: {storm_clients} clients at once, 1 MiB each, blksize 1432"),
+            what: "time until every transfer has finished; every byte verified".into(),
+            unit: "s",
+            higher_is_better: false,
+            rows,
+        });
+    }
+
+    // Many small requests.
+    let mut rows = Vec::new();
+    for &peer in peers.iter().filter(|_| wanted("small")) {
+        let mut samples = Vec::new();
+        for _ in 0..reps {
+            let running = servers::start(peer, files.dir.path(), &programs)?;
+            let sampler = procstat::RssSampler::start(running.pid());
+            let cpu_before = procstat::cpu_seconds(running.pid());
+            let started = Instant::now();
+            let (ok, failed, first_error) = runtime.block_on(async {
+                let remaining = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(small_total));
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..64 {
+                    let small = files.small.clone();
+                    let remaining = remaining.clone();
+                    tasks.spawn(async move {
+                        let (mut ok, mut failed, mut first_error) = (0u64, 0u64, String::new());
+                        while remaining.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                            let options = GetOptions {
+                                blksize: None,
+                                windowsize: None,
+                                timeout: Duration::from_secs(1),
+                                retries: 5,
+                            };
+                            match tftp_client::get_verified(server, "small.bin", &small, options)
+                                .await
+                            {
+                                Ok(_) => ok += 1,
+                                Err(e) => {
+                                    failed += 1;
+                                    if first_error.is_empty() {
+                                        first_error = e;
+                                    }
+                                }
+                            }
+                        }
+                        (ok, failed, first_error)
+                    });
+                }
+                let (mut ok, mut failed, mut first_error) = (0, 0, String::new());
+                while let Some(Ok((o, f, e))) = tasks.join_next().await {
+                    ok += o;
+                    failed += f;
+                    if first_error.is_empty() {
+                        first_error = e;
+                    }
+                }
+                (ok, failed, first_error)
+            });
+            let elapsed = started.elapsed();
+            let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
+            let peak = sampler.finish();
+            drop(running);
+            samples.push(Sample {
+                value: ok as f64 / elapsed.as_secs_f64(),
+                cpu_per_gib: cpu / ((ok * 512) as f64 / GIB),
+                cpu_seconds: cpu,
+                peak_rss: peak,
+                failures: failed,
+                note: first_error,
+                extra: format!("{:.0} µs CPU per transfer", cpu * 1e6 / ok.max(1) as f64),
+            });
+        }
+        eprintln!("small: {} done", peer.name());
+        rows.push(Row {
+            peer,
+            samples,
+            unsupported: None,
+        });
+    }
+    if wanted("small") {
+        tables.push(Table {
+            title: format!(
+                "Many small requests: {small_total} transfers of a 512-byte file, 64 at a time"
+            ),
+            what: "completed transfers per second".into(),
+            unit: "transfers/s",
+            higher_is_better: true,
+            rows,
+        });
+    }
+
+    // ProxyDHCP, bootherd against dnsmasq in proxy mode.
+    let dhcp_peers: Vec<Peer> = peers
+        .iter()
+        .copied()
+        .filter(|p| matches!(p, Peer::Bootherd | Peer::Dnsmasq))
+        .collect();
+    if !dhcp_peers.is_empty() && wanted("dhcp") {
+        tables.push(dhcp_scenario(
+            &dhcp_peers,
+            &programs,
+            files.dir.path(),
+            reps,
+            dhcp_total,
+        )?);
+    }
+
+    let report = render(&cli, &tables, &peers)?;
+    if let Some(parent) = cli.out.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::write(&cli.out, report).with_context(|| format!("writing {}", cli.out.display()))?;
+    eprintln!("results written to {}", cli.out.display());
+    Ok(())
+}
+
+fn dhcp_scenario(
+    peers: &[Peer],
+    programs: &Programs,
+    root: &Path,
+    reps: usize,
+    total: u64,
+) -> anyhow::Result<Table> {
+    let server_ns = Netns::create("bsrv");
+    let client_ns = Netns::create("bcli");
+    let (server_if, _) = netns::link(&server_ns, "10.88.0.1/24", &client_ns, "10.88.0.2/24");
+    let bootloaders = root.join("bootloaders");
+    fs::create_dir_all(&bootloaders)?;
+    fs::write(bootloaders.join("undionly.kpxe"), b"bench")?;
+    let mut rows = Vec::new();
+    for &peer in peers {
+        let mut samples = Vec::new();
+        for _ in 0..reps {
+            let mut command = server_ns.command(match peer {
+                Peer::Bootherd => programs.bootherd.to_str().unwrap_or("bootherd"),
+                _ => "dnsmasq",
+            });
+            match peer {
+                Peer::Bootherd => {
+                    command
+                        .args(["serve", "--root"])
+                        .arg(root)
+                        .arg("--bootloaders")
+                        .arg(&bootloaders)
+                        .args(["--interface", &server_if, "--watch-port", "0"])
+                        .env("RUST_LOG", "warn");
+                }
+                _ => {
+                    command.args([
+                        "--keep-in-foreground",
+                        "--conf-file=/dev/null",
+                        "--port=0",
+                        "--bind-interfaces",
+                        &format!("--interface={server_if}"),
+                        "--dhcp-range=10.88.0.0,proxy",
+                        "--pxe-service=x86PC,bench,undionly",
+                        "--quiet-dhcp",
+                        "--dhcp-leasefile=/dev/null",
+                        "--pid-file=",
+                        "--log-facility=/dev/null",
+                    ]);
+                }
+            }
+            let mut child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            std::thread::sleep(Duration::from_millis(700));
+            let pid = child.id();
+            let sampler = procstat::RssSampler::start(pid);
+            let cpu_before = procstat::cpu_seconds(pid);
+            let result = client_ns.run(move || dhcp_load::run(total, 32));
+            let cpu = procstat::cpu_seconds(pid) - cpu_before;
+            let peak = sampler.finish();
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut result = result?;
+            let mut micros: Vec<f64> = result
+                .latencies
+                .iter()
+                .map(|d| d.as_secs_f64() * 1e6)
+                .collect();
+            micros.sort_by(f64::total_cmp);
+            let percentile = |p: f64| {
+                micros
+                    .get(((micros.len() as f64 - 1.0) * p) as usize)
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            samples.push(Sample {
+                value: result.answered as f64 / result.elapsed.as_secs_f64(),
+                cpu_per_gib: f64::NAN,
+                cpu_seconds: cpu,
+                peak_rss: peak,
+                failures: result.lost,
+                note: String::new(),
+                extra: format!(
+                    "p50 {:.0} µs, p99 {:.0} µs",
+                    percentile(0.5),
+                    percentile(0.99)
+                ),
+            });
+            result.latencies.clear();
+        }
+        eprintln!("dhcp: {} done", peer.name());
+        rows.push(Row {
+            peer,
+            samples,
+            unsupported: None,
+        });
+    }
+    Ok(Table {
+        title: format!(
+            "ProxyDHCP: {total} PXE DISCOVERs, 32 outstanding (dnsmasq in proxy mode as the peer)"
+        ),
+        what: "offers per second; latency percentiles in the notes".into(),
+        unit: "offers/s",
+        higher_is_better: true,
+        rows,
+    })
+}
+
+fn version(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            text.lines().next().unwrap_or("").trim().to_string()
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn render(cli: &Cli, tables: &[Table], peers: &[Peer]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = version("uname", &["-r"]);
+    let commit = version("git", &["rev-parse", "--short", "HEAD"]);
+    writeln!(out, "# Benchmarks")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Produced by `{}` (bootherd {commit}); {} repetitions per figure, the table shows the median and the range (min–max). Every server runs alone on 127.0.0.1:69 serving the same directory, restarted for each repetition so memory figures are per run; the load generator runs on the same machine.",
+        cli.command,
+        if cli.quick { 1 } else { cli.reps }
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "- Machine: {} cores, {cpu}, Linux {kernel}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )?;
+    writeln!(
+        out,
+        "- Peers: tftpd-hpa `{}`, atftpd `{}`, dnsmasq `{}`",
+        version("/usr/sbin/in.tftpd", &["-V"]),
+        version(cli.atftpd.to_str().unwrap_or("atftpd"), &["--version"]),
+        version("dnsmasq", &["--version"])
+    )?;
+    writeln!(
+        out,
+        "- Settings: concurrency limits raised above the storm size for every server (bootherd `--max-transfers 4096`, atftpd `--maxthread 4096`, dnsmasq `--tftp-max=4096`); routine logging off (bootherd `RUST_LOG=warn`, dnsmasq `--quiet-tftp`/`--quiet-dhcp`, atftpd to /dev/null)"
+    )?;
+    writeln!(
+        out,
+        "- CPU is the server's own user+system time (for tftpd-hpa, which forks per transfer, the whole process tree); peak RSS is the highest resident memory of the server's process tree, sampled every 10 ms and including the main process's high-water mark."
+    )?;
+    writeln!(out)?;
+    let mut verdicts = Vec::new();
+    for table in tables {
+        writeln!(out, "## {}", table.title)?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Figure: {} ({}, {} is better).",
+            table.what,
+            table.unit,
+            if table.higher_is_better {
+                "higher"
+            } else {
+                "lower"
+            }
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "| server | {} (median) | range | bootherd vs this | CPU s/GiB | CPU s | peak RSS MiB | failures | notes |",
+            table.unit
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
+        let ours = table
+            .rows
+            .iter()
+            .find(|r| r.peer == Peer::Bootherd)
+            .map(|r| median(&mut good_values(r)));
+        let mut best_peer: Option<f64> = None;
+        for row in &table.rows {
+            if let Some(reason) = &row.unsupported {
+                writeln!(out, "| {} | n/a | | | | | | | {reason} |", row.peer.name())?;
+                continue;
+            }
+            let mut values = good_values(row);
+            let med = median(&mut values);
+            let (lo, hi) = (
+                values.first().copied().unwrap_or(f64::NAN),
+                values.last().copied().unwrap_or(f64::NAN),
+            );
+            let ratio = match (ours, row.peer) {
+                (_, Peer::Bootherd) => "—".to_string(),
+                (Some(o), _) if table.higher_is_better => format!("{:.2}×", o / med),
+                (Some(o), _) => format!("{:.2}×", med / o),
+                _ => String::new(),
+            };
+            if row.peer != Peer::Bootherd && med.is_finite() {
+                best_peer = Some(match best_peer {
+                    None => med,
+                    Some(b) if table.higher_is_better => b.max(med),
+                    Some(b) => b.min(med),
+                });
+            }
+            let mut cpu_gib: Vec<f64> = row
+                .samples
+                .iter()
+                .map(|s| s.cpu_per_gib)
+                .filter(|v| v.is_finite())
+                .collect();
+            let mut cpu_s: Vec<f64> = row.samples.iter().map(|s| s.cpu_seconds).collect();
+            let peak = row.samples.iter().map(|s| s.peak_rss).max().unwrap_or(0) as f64 / MIB;
+            let failures: u64 = row.samples.iter().map(|s| s.failures).sum();
+            let mut notes: Vec<String> = row
+                .samples
+                .iter()
+                .map(|s| s.extra.clone())
+                .filter(|e| !e.is_empty())
+                .take(1)
+                .collect();
+            if let Some(error) = row
+                .samples
+                .iter()
+                .map(|s| s.note.clone())
+                .find(|n| !n.is_empty())
+            {
+                notes.push(format!("first failure: {error}"));
+            }
+            writeln!(
+                out,
+                "| {} | {:.1} | {:.1}–{:.1} | {ratio} | {} | {:.2} | {peak:.1} | {failures} | {} |",
+                row.peer.name(),
+                med,
+                lo,
+                hi,
+                if cpu_gib.is_empty() {
+                    "—".into()
+                } else {
+                    format!("{:.2}", median(&mut cpu_gib))
+                },
+                median(&mut cpu_s),
+                notes.join("; ")
+            )?;
+        }
+        writeln!(out)?;
+        if let (Some(o), Some(b)) = (ours, best_peer) {
+            let ok = if table.higher_is_better {
+                o >= b
+            } else {
+                o <= b
+            };
+            verdicts.push(format!(
+                "- {}: bootherd {o:.1} vs best peer {b:.1} {} — {}",
+                table.title,
+                table.unit,
+                if ok { "not slower" } else { "**slower**" }
+            ));
+        }
+    }
+    writeln!(out, "## Targets")?;
+    writeln!(out)?;
+    for v in &verdicts {
+        writeln!(out, "{v}")?;
+    }
+    if let Some(storm) = tables.iter().find(|t| t.title.starts_with("Boot storm")) {
+        if let Some(row) = storm.rows.iter().find(|r| r.peer == Peer::Bootherd) {
+            let failures: u64 = row.samples.iter().map(|s| s.failures).sum();
+            let peak = row.samples.iter().map(|s| s.peak_rss).max().unwrap_or(0) as f64 / MIB;
+            writeln!(
+                out,
+                "- Boot storm failures (bootherd, all repetitions): {failures} (target 0)"
+            )?;
+            writeln!(
+                out,
+                "- Boot storm peak RSS (bootherd): {peak:.1} MiB (target under 64 MiB)"
+            )?;
+        }
+    }
+    let windowed = tables.iter().find(|t| t.title.contains("windowsize"));
+    let lockstep = tables
+        .iter()
+        .find(|t| t.title.contains("blksize 1468") && !t.title.contains("windowsize"));
+    if let (Some(w), Some(l)) = (windowed, lockstep) {
+        let ours = w
+            .rows
+            .iter()
+            .find(|r| r.peer == Peer::Bootherd)
+            .map(|r| median(&mut good_values(r)));
+        let best_lockstep = l
+            .rows
+            .iter()
+            .filter(|r| r.peer != Peer::Bootherd)
+            .map(|r| median(&mut good_values(r)))
+            .filter(|v| v.is_finite())
+            .fold(f64::NAN, f64::max);
+        if let Some(o) = ours {
+            writeln!(
+                out,
+                "- Windowsize 16 vs the best stop-and-wait peer at blksize 1468: {:.1}×",
+                o / best_lockstep
+            )?;
+        }
+    }
+    let _ = peers;
+    Ok(out)
+}
+
+fn good_values(row: &Row) -> Vec<f64> {
+    let mut v: Vec<f64> = row
+        .samples
+        .iter()
+        .filter(|s| s.failures == 0 || s.value > 0.0)
+        .map(|s| s.value)
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}

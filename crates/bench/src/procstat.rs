@@ -1,0 +1,136 @@
+//! CPU time and memory of a server and all its descendants, read from /proc. Forking servers
+//! (tftpd-hpa starts a process per transfer) are measured as the whole tree.
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::Duration;
+
+fn ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as u64)
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// The process and its descendants.
+pub(crate) fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let kids = children(all[i]);
+        all.extend(kids);
+        i += 1;
+    }
+    all
+}
+
+/// CPU seconds used by `pid` and its descendants (including reaped children).
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    let ticks: u64 = tree(pid)
+        .into_iter()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|stat| {
+            // Fields after the command name, which may contain spaces, start after ')'.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime, stime, cutime, cstime are fields 14-17 overall: 11-14 after the name.
+            fields
+                .get(11..15)
+                .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        })
+        .sum();
+    ticks as f64 / ticks_per_second()
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    tree(pid)
+        .into_iter()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/statm")).ok())
+        .filter_map(|statm| {
+            statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum::<u64>()
+        * page_size()
+}
+
+fn high_water_mark(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Samples the tree's resident memory every 10 ms until dropped; reports the peak (and the
+/// main process's own high-water mark, which catches peaks between samples).
+#[derive(Debug)]
+pub(crate) struct RssSampler {
+    pid: u32,
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    pub(crate) fn start(pid: u32) -> RssSampler {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let handle = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        RssSampler {
+            pid,
+            peak,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Peak resident bytes seen.
+    pub(crate) fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        self.peak
+            .load(Ordering::Relaxed)
+            .max(high_water_mark(self.pid))
+    }
+}

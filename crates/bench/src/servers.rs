@@ -1,0 +1,175 @@
+//! Starting each TFTP server the same way: alone, on 127.0.0.1:69, serving the same directory,
+//! logging as little as it can, with its concurrency limit raised above the storm size.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bootherd_tftp::packet::{self, Mode, Request};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peer {
+    Bootherd,
+    TftpdHpa,
+    Atftpd,
+    Dnsmasq,
+}
+
+impl Peer {
+    pub(crate) const ALL: [Peer; 4] = [Peer::Bootherd, Peer::TftpdHpa, Peer::Atftpd, Peer::Dnsmasq];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Peer::Bootherd => "bootherd",
+            Peer::TftpdHpa => "tftpd-hpa",
+            Peer::Atftpd => "atftpd",
+            Peer::Dnsmasq => "dnsmasq",
+        }
+    }
+}
+
+/// Where the programs are.
+#[derive(Debug, Clone)]
+pub(crate) struct Programs {
+    pub(crate) bootherd: PathBuf,
+    pub(crate) atftpd: PathBuf,
+}
+
+pub(crate) const ADDRESS: &str = "127.0.0.1:69";
+
+#[derive(Debug)]
+pub(crate) struct Running {
+    child: Child,
+}
+
+impl Running {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn start(peer: Peer, root: &Path, programs: &Programs) -> anyhow::Result<Running> {
+    let root_text = root.to_str().context("root path is not UTF-8")?;
+    let mut command = match peer {
+        Peer::Bootherd => {
+            let mut c = Command::new(&programs.bootherd);
+            c.args([
+                "tftp",
+                "--root",
+                root_text,
+                "--listen",
+                ADDRESS,
+                "--max-transfers",
+                "4096",
+            ])
+            .env("RUST_LOG", "warn");
+            c
+        }
+        Peer::TftpdHpa => {
+            let mut c = Command::new("/usr/sbin/in.tftpd");
+            c.args([
+                "--foreground",
+                "--listen",
+                "--address",
+                ADDRESS,
+                "--user",
+                "root",
+                "--secure",
+                root_text,
+            ]);
+            c
+        }
+        Peer::Atftpd => {
+            let mut c = Command::new(&programs.atftpd);
+            c.args([
+                "--daemon",
+                "--no-fork",
+                "--port",
+                "69",
+                "--bind-address",
+                "127.0.0.1",
+                "--maxthread",
+                "4096",
+                "--user",
+                "root",
+                "--group",
+                "root",
+                "--logfile",
+                "/dev/null",
+                "--verbose=0",
+                root_text,
+            ]);
+            c
+        }
+        Peer::Dnsmasq => {
+            let mut c = Command::new("dnsmasq");
+            c.args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--enable-tftp",
+                &format!("--tftp-root={root_text}"),
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--tftp-max=4096",
+                "--quiet-tftp",
+                "--user=root",
+                "--pid-file=",
+                "--log-facility=/dev/null",
+            ]);
+            c
+        }
+    };
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", peer.name()))?;
+    let running = Running { child };
+    wait_ready(peer)?;
+    Ok(running)
+}
+
+/// Ready when a request for a missing file gets an ERROR back.
+fn wait_ready(peer: Peer) -> anyhow::Result<()> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let server: SocketAddr = ADDRESS.parse()?;
+    let mut rrq = Vec::new();
+    packet::encode_request(
+        &mut rrq,
+        false,
+        &Request {
+            filename: "no-such-file-ready-probe",
+            mode: Mode::Octet,
+            options: vec![],
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        socket.send_to(&rrq, server)?;
+        if let Ok((len, _)) = socket.recv_from(&mut buf) {
+            if matches!(
+                packet::decode(&buf[..len]),
+                Ok(packet::Packet::Error { .. })
+            ) {
+                return Ok(());
+            }
+        }
+    }
+    bail!(
+        "{} did not answer on {ADDRESS} within 10 s (is port 69 free? are you root?)",
+        peer.name()
+    )
+}
