@@ -159,27 +159,24 @@ fn main() -> anyhow::Result<()> {
     let server: SocketAddr = servers::ADDRESS.parse()?;
 
     let wanted = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
-    for (blksize, windowsize) in [
-        (512u16, None),
-        (1468, None),
-        (65464, None),
-        (1468, Some(16u16)),
-    ] {
-        if !wanted("large") {
-            break;
-        }
-        let options = GetOptions {
-            blksize: Some(blksize),
-            windowsize,
-            timeout: Duration::from_secs(1),
-            retries: 8,
-        };
-        let mut rows = Vec::new();
-        for &peer in &peers {
-            let mut samples = Vec::new();
-            let mut unsupported = None;
-            for _ in 0..reps {
-                let running = servers::start(peer, files.dir.path(), &programs)?;
+    let dir = files.dir.path();
+
+    if wanted("large") {
+        for (blksize, windowsize) in [
+            (512u16, None),
+            (1468, None),
+            (65464, None),
+            (1468, Some(16u16)),
+        ] {
+            let options = GetOptions {
+                blksize: Some(blksize),
+                windowsize,
+                timeout: Duration::from_secs(1),
+                retries: 8,
+            };
+            let label = format!("one client, blksize {blksize}, windowsize {windowsize:?}");
+            let rows = interleaved(&peers, reps, &label, |peer| {
+                let running = servers::start(peer, dir, &programs)?;
                 let sampler = procstat::RssSampler::start(running.pid());
                 let cpu_before = procstat::cpu_seconds(running.pid());
                 let result = runtime.block_on(tftp_client::get_verified(
@@ -187,79 +184,45 @@ fn main() -> anyhow::Result<()> {
                 ));
                 let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
                 let peak = sampler.finish();
-                drop(running);
-                match result {
+                Ok(match result {
                     Ok(got) if windowsize.is_some() && !got.windowed => {
-                        unsupported = Some("no windowsize (answered lockstep)".to_string());
-                        break;
+                        Measured::Unsupported("no windowsize (answered lockstep)".into())
                     }
-                    Ok(got) => samples.push(Sample {
+                    Ok(got) => Measured::Sample(Sample {
                         value: got.bytes as f64 / MIB / got.elapsed.as_secs_f64(),
                         cpu_per_gib: cpu / (got.bytes as f64 / GIB),
                         cpu_seconds: cpu,
                         peak_rss: peak,
                         ..Sample::default()
                     }),
-                    Err(e) => samples.push(Sample {
+                    Err(e) => Measured::Sample(Sample {
                         failures: 1,
                         note: e,
                         ..Sample::default()
                     }),
-                }
-            }
-            eprintln!(
-                "single client blksize {blksize} ws {windowsize:?}: {} done",
-                peer.name()
-            );
-            rows.push(Row {
-                peer,
-                samples,
-                unsupported,
+                })
+            })?;
+            let ws = windowsize.map_or(String::new(), |w| format!(", windowsize {w}"));
+            tables.push(Table {
+                title: format!("One client, {} MiB, blksize {blksize}{ws}", big_len >> 20),
+                what: "throughput of one download, verified byte for byte".into(),
+                unit: "MiB/s",
+                higher_is_better: true,
+                rows,
             });
         }
-        let ws = windowsize.map_or(String::new(), |w| format!(", windowsize {w}"));
-        tables.push(Table {
-            title: format!("One client, {} MiB, blksize {blksize}{ws}", big_len >> 20),
-            what: "throughput of one download, verified byte for byte".into(),
-            unit: "MiB/s",
-            higher_is_better: true,
-            rows,
-        });
     }
 
-    // Boot storm.
-    let mut rows = Vec::new();
-    for &peer in peers.iter().filter(|_| wanted("storm")) {
-        let mut samples = Vec::new();
-        for _ in 0..reps {
-            let running = servers::start(peer, files.dir.path(), &programs)?;
+    if wanted("storm") {
+        let rows = interleaved(&peers, reps, "boot storm", |peer| {
+            let running = servers::start(peer, dir, &programs)?;
             let sampler = procstat::RssSampler::start(running.pid());
             let cpu_before = procstat::cpu_seconds(running.pid());
             let started = Instant::now();
-            let results = runtime.block_on(async {
-                let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..storm_clients {
-                    let boot = files.boot.clone();
-                    tasks.spawn(async move {
-                        let options = GetOptions {
-                            blksize: Some(1432),
-                            windowsize: None,
-                            timeout: Duration::from_secs(1),
-                            retries: 8,
-                        };
-                        tftp_client::get_verified(server, "boot.bin", &boot, options).await
-                    });
-                }
-                let mut results = Vec::new();
-                while let Some(joined) = tasks.join_next().await {
-                    results.push(joined.unwrap_or_else(|e| Err(e.to_string())));
-                }
-                results
-            });
+            let results = runtime.block_on(storm(server, &files.boot, storm_clients));
             let elapsed = started.elapsed();
             let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
             let peak = sampler.finish();
-            drop(running);
             let failures = results.iter().filter(|r| r.is_err()).count() as u64;
             let bytes: u64 = results
                 .iter()
@@ -271,7 +234,7 @@ fn main() -> anyhow::Result<()> {
                 .find_map(|r| r.as_ref().err())
                 .cloned()
                 .unwrap_or_default();
-            samples.push(Sample {
+            Ok(Measured::Sample(Sample {
                 value: elapsed.as_secs_f64(),
                 cpu_per_gib: cpu / (bytes.max(1) as f64 / GIB),
                 cpu_seconds: cpu,
@@ -279,16 +242,8 @@ fn main() -> anyhow::Result<()> {
                 failures,
                 note: first_error,
                 extra: format!("{:.0} MiB/s", bytes as f64 / MIB / elapsed.as_secs_f64()),
-            });
-        }
-        eprintln!("storm: {} done", peer.name());
-        rows.push(Row {
-            peer,
-            samples,
-            unsupported: None,
-        });
-    }
-    if wanted("storm") {
+            }))
+        })?;
         tables.push(Table {
             title: format!("Boot storm: {storm_clients} clients at once, 1 MiB each, blksize 1432"),
             what: "time until every transfer has finished; every byte verified".into(),
@@ -298,60 +253,18 @@ fn main() -> anyhow::Result<()> {
         });
     }
 
-    // Many small requests.
-    let mut rows = Vec::new();
-    for &peer in peers.iter().filter(|_| wanted("small")) {
-        let mut samples = Vec::new();
-        for _ in 0..reps {
-            let running = servers::start(peer, files.dir.path(), &programs)?;
+    if wanted("small") {
+        let rows = interleaved(&peers, reps, "many small requests", |peer| {
+            let running = servers::start(peer, dir, &programs)?;
             let sampler = procstat::RssSampler::start(running.pid());
             let cpu_before = procstat::cpu_seconds(running.pid());
             let started = Instant::now();
-            let (ok, failed, first_error) = runtime.block_on(async {
-                let remaining = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(small_total));
-                let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..64 {
-                    let small = files.small.clone();
-                    let remaining = remaining.clone();
-                    tasks.spawn(async move {
-                        let (mut ok, mut failed, mut first_error) = (0u64, 0u64, String::new());
-                        while remaining.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0 {
-                            let options = GetOptions {
-                                blksize: None,
-                                windowsize: None,
-                                timeout: Duration::from_secs(1),
-                                retries: 5,
-                            };
-                            match tftp_client::get_verified(server, "small.bin", &small, options)
-                                .await
-                            {
-                                Ok(_) => ok += 1,
-                                Err(e) => {
-                                    failed += 1;
-                                    if first_error.is_empty() {
-                                        first_error = e;
-                                    }
-                                }
-                            }
-                        }
-                        (ok, failed, first_error)
-                    });
-                }
-                let (mut ok, mut failed, mut first_error) = (0, 0, String::new());
-                while let Some(Ok((o, f, e))) = tasks.join_next().await {
-                    ok += o;
-                    failed += f;
-                    if first_error.is_empty() {
-                        first_error = e;
-                    }
-                }
-                (ok, failed, first_error)
-            });
+            let (ok, failed, first_error) =
+                runtime.block_on(small_requests(server, &files.small, small_total));
             let elapsed = started.elapsed();
             let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
             let peak = sampler.finish();
-            drop(running);
-            samples.push(Sample {
+            Ok(Measured::Sample(Sample {
                 value: ok as f64 / elapsed.as_secs_f64(),
                 cpu_per_gib: cpu / ((ok * 512) as f64 / GIB),
                 cpu_seconds: cpu,
@@ -359,16 +272,8 @@ fn main() -> anyhow::Result<()> {
                 failures: failed,
                 note: first_error,
                 extra: format!("{:.0} µs CPU per transfer", cpu * 1e6 / ok.max(1) as f64),
-            });
-        }
-        eprintln!("small: {} done", peer.name());
-        rows.push(Row {
-            peer,
-            samples,
-            unsupported: None,
-        });
-    }
-    if wanted("small") {
+            }))
+        })?;
         tables.push(Table {
             title: format!(
                 "Many small requests: {small_total} transfers of a 512-byte file, 64 at a time"
@@ -390,7 +295,7 @@ fn main() -> anyhow::Result<()> {
         tables.push(dhcp_scenario(
             &dhcp_peers,
             &programs,
-            files.dir.path(),
+            dir,
             reps,
             dhcp_total,
         )?);
@@ -403,6 +308,108 @@ fn main() -> anyhow::Result<()> {
     fs::write(&cli.out, report).with_context(|| format!("writing {}", cli.out.display()))?;
     eprintln!("results written to {}", cli.out.display());
     Ok(())
+}
+
+/// A measurement, or the reason a server cannot be measured in this scenario.
+enum Measured {
+    Sample(Sample),
+    Unsupported(String),
+}
+
+/// Runs `measure` for every peer, repetition by repetition (all peers once, then all again),
+/// so slow drifts of the machine spread over every server instead of favouring one.
+fn interleaved(
+    peers: &[Peer],
+    reps: usize,
+    label: &str,
+    mut measure: impl FnMut(Peer) -> anyhow::Result<Measured>,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows: Vec<Row> = peers
+        .iter()
+        .map(|&peer| Row {
+            peer,
+            samples: Vec::new(),
+            unsupported: None,
+        })
+        .collect();
+    for rep in 0..reps {
+        for row in rows.iter_mut().filter(|r| r.unsupported.is_none()) {
+            match measure(row.peer)? {
+                Measured::Sample(sample) => row.samples.push(sample),
+                Measured::Unsupported(reason) => row.unsupported = Some(reason),
+            }
+        }
+        eprintln!("{label}: repetition {} of {reps} done", rep + 1);
+    }
+    Ok(rows)
+}
+
+/// `clients` downloads of the boot file, all started at once.
+async fn storm(
+    server: SocketAddr,
+    boot: &[u8],
+    clients: usize,
+) -> Vec<Result<tftp_client::Got, String>> {
+    let boot: std::sync::Arc<[u8]> = boot.into();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let boot = boot.clone();
+        tasks.spawn(async move {
+            let options = GetOptions {
+                blksize: Some(1432),
+                windowsize: None,
+                timeout: Duration::from_secs(1),
+                retries: 8,
+            };
+            tftp_client::get_verified(server, "boot.bin", &boot, options).await
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        results.push(joined.unwrap_or_else(|e| Err(e.to_string())));
+    }
+    results
+}
+
+/// `total` transfers of the small file, 64 at a time; returns (ok, failed, first error).
+async fn small_requests(server: SocketAddr, small: &[u8], total: i64) -> (u64, u64, String) {
+    let remaining = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(total));
+    let small: std::sync::Arc<[u8]> = small.into();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let small = small.clone();
+        let remaining = remaining.clone();
+        tasks.spawn(async move {
+            let (mut ok, mut failed, mut first_error) = (0u64, 0u64, String::new());
+            while remaining.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                let options = GetOptions {
+                    blksize: None,
+                    windowsize: None,
+                    timeout: Duration::from_secs(1),
+                    retries: 5,
+                };
+                match tftp_client::get_verified(server, "small.bin", &small, options).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => {
+                        failed += 1;
+                        if first_error.is_empty() {
+                            first_error = e;
+                        }
+                    }
+                }
+            }
+            (ok, failed, first_error)
+        });
+    }
+    let (mut ok, mut failed, mut first_error) = (0, 0, String::new());
+    while let Some(Ok((o, f, e))) = tasks.join_next().await {
+        ok += o;
+        failed += f;
+        if first_error.is_empty() {
+            first_error = e;
+        }
+    }
+    (ok, failed, first_error)
 }
 
 fn dhcp_scenario(
@@ -418,89 +425,78 @@ fn dhcp_scenario(
     let bootloaders = root.join("bootloaders");
     fs::create_dir_all(&bootloaders)?;
     fs::write(bootloaders.join("undionly.kpxe"), b"bench")?;
-    let mut rows = Vec::new();
-    for &peer in peers {
-        let mut samples = Vec::new();
-        for _ in 0..reps {
-            let mut command = server_ns.command(match peer {
-                Peer::Bootherd => programs.bootherd.to_str().unwrap_or("bootherd"),
-                _ => "dnsmasq",
-            });
-            match peer {
-                Peer::Bootherd => {
-                    command
-                        .args(["serve", "--root"])
-                        .arg(root)
-                        .arg("--bootloaders")
-                        .arg(&bootloaders)
-                        .args(["--interface", &server_if, "--watch-port", "0"])
-                        .env("RUST_LOG", "warn");
-                }
-                _ => {
-                    command.args([
-                        "--keep-in-foreground",
-                        "--conf-file=/dev/null",
-                        "--port=0",
-                        "--bind-interfaces",
-                        &format!("--interface={server_if}"),
-                        "--dhcp-range=10.88.0.0,proxy",
-                        "--pxe-service=x86PC,bench,undionly",
-                        "--quiet-dhcp",
-                        "--dhcp-leasefile=/dev/null",
-                        "--pid-file=",
-                        "--log-facility=/dev/null",
-                    ]);
-                }
-            }
-            let mut child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            std::thread::sleep(Duration::from_millis(700));
-            let pid = child.id();
-            let sampler = procstat::RssSampler::start(pid);
-            let cpu_before = procstat::cpu_seconds(pid);
-            let result = client_ns.run(move || dhcp_load::run(total, 32));
-            let cpu = procstat::cpu_seconds(pid) - cpu_before;
-            let peak = sampler.finish();
-            let _ = child.kill();
-            let _ = child.wait();
-            let mut result = result?;
-            let mut micros: Vec<f64> = result
-                .latencies
-                .iter()
-                .map(|d| d.as_secs_f64() * 1e6)
-                .collect();
-            micros.sort_by(f64::total_cmp);
-            let percentile = |p: f64| {
-                micros
-                    .get(((micros.len() as f64 - 1.0) * p) as usize)
-                    .copied()
-                    .unwrap_or(f64::NAN)
-            };
-            samples.push(Sample {
-                value: result.answered as f64 / result.elapsed.as_secs_f64(),
-                cpu_per_gib: f64::NAN,
-                cpu_seconds: cpu,
-                peak_rss: peak,
-                failures: result.lost,
-                note: String::new(),
-                extra: format!(
-                    "p50 {:.0} µs, p99 {:.0} µs",
-                    percentile(0.5),
-                    percentile(0.99)
-                ),
-            });
-            result.latencies.clear();
-        }
-        eprintln!("dhcp: {} done", peer.name());
-        rows.push(Row {
-            peer,
-            samples,
-            unsupported: None,
+    let rows = interleaved(peers, reps, "proxydhcp", |peer| {
+        let mut command = server_ns.command(match peer {
+            Peer::Bootherd => programs.bootherd.to_str().unwrap_or("bootherd"),
+            _ => "dnsmasq",
         });
-    }
+        match peer {
+            Peer::Bootherd => {
+                command
+                    .args(["serve", "--root"])
+                    .arg(root)
+                    .arg("--bootloaders")
+                    .arg(&bootloaders)
+                    .args(["--interface", &server_if, "--watch-port", "0"])
+                    .env("RUST_LOG", "warn");
+            }
+            _ => {
+                command.args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--bind-interfaces",
+                    &format!("--interface={server_if}"),
+                    "--dhcp-range=10.88.0.0,proxy",
+                    "--pxe-service=x86PC,bench,undionly",
+                    "--quiet-dhcp",
+                    "--dhcp-leasefile=/dev/null",
+                    "--pid-file=",
+                    "--log-facility=/dev/null",
+                ]);
+            }
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(700));
+        let pid = child.id();
+        let sampler = procstat::RssSampler::start(pid);
+        let cpu_before = procstat::cpu_seconds(pid);
+        let result = client_ns.run(move || dhcp_load::run(total, 32));
+        let cpu = procstat::cpu_seconds(pid) - cpu_before;
+        let peak = sampler.finish();
+        let _ = child.kill();
+        let _ = child.wait();
+        let result = result?;
+        let mut micros: Vec<f64> = result
+            .latencies
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e6)
+            .collect();
+        micros.sort_by(f64::total_cmp);
+        let percentile = |p: f64| {
+            micros
+                .get(((micros.len() as f64 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        Ok(Measured::Sample(Sample {
+            value: result.answered as f64 / result.elapsed.as_secs_f64(),
+            cpu_per_gib: f64::NAN,
+            cpu_seconds: cpu,
+            peak_rss: peak,
+            failures: result.lost,
+            note: String::new(),
+            extra: format!(
+                "p50 {:.0} µs, p99 {:.0} µs",
+                percentile(0.5),
+                percentile(0.99)
+            ),
+        }))
+    })?;
     Ok(Table {
         title: format!(
             "ProxyDHCP: {total} PXE DISCOVERs, 32 outstanding (dnsmasq in proxy mode as the peer)"

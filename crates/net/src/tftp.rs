@@ -539,6 +539,17 @@ impl TransferTask {
         };
         // Per-transfer budget for ERROR 5 replies to strangers on our port.
         let mut strangers = ErrorRateLimiter::new(5, 5);
+        // Futures that live as long as the transfer, built once: this loop runs per packet.
+        let (shutdown_token, cancel_token) = (self.shutdown.clone(), self.cancel.clone());
+        let shutdown = shutdown_token.cancelled();
+        let cancel = cancel_token.cancelled();
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(shutdown, cancel, sleep);
+        // The timer is re-armed only when the transfer's deadline moves earlier. Progress moves
+        // it later every packet; a timer that fires early just finds nothing due and is re-armed,
+        // which costs far less than re-registering a timer per packet.
+        let mut armed: Option<Instant> = None;
+        let mut confirmed = false;
         loop {
             let now = Instant::now();
             while transfer.poll_transmit(now, &mut out) {
@@ -547,29 +558,34 @@ impl TransferTask {
                     debug!(%client, error = %e, "TFTP send failed");
                 }
             }
-            if transfer.client_confirmed() {
+            if !confirmed && transfer.client_confirmed() {
+                confirmed = true;
                 self.confirmed.store(true, Ordering::Relaxed);
             }
             if let Some(outcome) = transfer.outcome() {
                 return outcome.clone();
             }
-            let deadline = transfer.poll_timeout().map(tokio::time::Instant::from_std);
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+            if let Some(deadline) = transfer.poll_timeout() {
+                if armed.is_none_or(|at| deadline < at) {
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(deadline));
+                    armed = Some(deadline);
                 }
-            };
+            }
             tokio::select! {
-                _ = self.shutdown.cancelled() => {
+                _ = &mut shutdown => {
                     let mut out = Vec::new();
                     packet::encode_error(&mut out, ErrorCode::NotDefined, "transfer cancelled: the TFTP server is shutting down; retry in a moment");
                     let _ = socket.send(&out, client, local_ip).await;
                     return Outcome::Cancelled;
                 }
                 // No ERROR here: the new transfer's client is at this very address.
-                _ = self.cancel.cancelled() => return Outcome::Superseded,
-                _ = sleep => transfer.handle_timeout(Instant::now()),
+                _ = &mut cancel => return Outcome::Superseded,
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    transfer.handle_timeout(Instant::now());
+                }
                 inbound = self.inbox.recv() => match inbound {
                     Some(Inbound::Packet(datagram)) => handle_client_datagram(transfer, client, &datagram),
                     Some(Inbound::RepeatedRequest) => transfer.handle_repeated_request(),
