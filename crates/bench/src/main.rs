@@ -718,6 +718,11 @@ fn render(cli: &Cli, tables: &[Table], peers: &[Peer]) -> anyhow::Result<String>
         }
     }
     let _ = peers;
+    // Hand-written findings that go with the figures (profiling, changes made, assessment).
+    if let Ok(notes) = fs::read_to_string("bench/notes.md") {
+        writeln!(out)?;
+        out.push_str(&notes);
+    }
     Ok(out)
 }
 
