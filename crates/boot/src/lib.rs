@@ -1,0 +1,421 @@
+//! bootherd-boot: the brain. Decides what each machine boots, from the store, and answers the
+//! three protocols from that one decision: the DHCP boot offer ([`BootPolicy`]), the files TFTP
+//! serves ([`FileSource`]) and the iPXE script HTTP serves ([`Boot::script`]). Because all three
+//! come from the same state, they cannot disagree.
+//!
+//! It does no networking and no file serving itself.
+
+pub mod script;
+pub mod timeline;
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bootherd_pxe::{BootOffer, BootPolicy, EventSink, Firmware, PxeEvent, PxeRequest};
+use bootherd_store::{Mac, Name, Profile, State, Store, UnknownMachines};
+use bootherd_tftp::{DirSource, FileContent, FileSource, SourceError, TftpPath};
+use script::HttpBase;
+use timeline::Timeline;
+use tracing::warn;
+
+/// Bootloader file names to try, by architecture name, in order: the names of Debian's `ipxe`
+/// package (/usr/lib/ipxe) and the usual names for the architectures Debian does not build.
+pub fn bootloader_candidates(arch: &str) -> &'static [&'static str] {
+    match arch {
+        "bios" => &["undionly.kpxe", "undionly.kkpxe", "ipxe.pxe"],
+        "efi-x64" | "efi-x64-http" => &["ipxe.efi", "snponly.efi"],
+        "efi-ia32" | "efi-ia32-http" => &["i386/ipxe.efi", "ipxe-i386.efi"],
+        "efi-arm64" | "efi-arm64-http" => &["arm64/ipxe.efi", "ipxe-arm64.efi", "snp-arm64.efi"],
+        "efi-arm32" | "efi-arm32-http" => &["arm32/ipxe.efi", "ipxe-arm32.efi"],
+        "efi-riscv64" | "efi-riscv64-http" => &["riscv64/ipxe.efi", "ipxe-riscv64.efi"],
+        "efi-loongarch64" | "efi-loongarch64-http" => &["loong64/ipxe.efi", "ipxe-loong64.efi"],
+        _ => &[],
+    }
+}
+
+/// What the state says a machine boots right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// A profile; `once` when it is the machine's boot-once profile.
+    Profile {
+        name: Name,
+        profile: Profile,
+        once: bool,
+    },
+    /// The generated menu of every ready profile.
+    DefaultMenu,
+    /// No answer.
+    Ignore,
+}
+
+/// What was last seen of a machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub arch: String,
+    pub firmware: String,
+    pub vendor_class: String,
+    pub guid: String,
+    pub address: Option<Ipv4Addr>,
+    pub last_seen: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+pub struct Boot {
+    store: Arc<Store>,
+    images: DirSource,
+    bootloaders: Arc<dyn FileSource>,
+    http_port: u16,
+    timeline: Timeline,
+    seen: Mutex<std::collections::HashMap<Mac, Seen>>,
+}
+
+fn mac_of(mac: bootherd_pxe::MacAddr) -> Mac {
+    Mac(mac.0)
+}
+
+impl Boot {
+    pub fn new(
+        store: Arc<Store>,
+        bootloaders: Arc<dyn FileSource>,
+        http_port: u16,
+    ) -> Result<Boot, SourceError> {
+        let images = DirSource::new(store.images().root()).map_err(|source| SourceError::Io {
+            path: store.images().root().display().to_string(),
+            source,
+        })?;
+        Ok(Boot {
+            store,
+            images,
+            bootloaders,
+            http_port,
+            timeline: Timeline::default(),
+            seen: Mutex::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
+    pub fn seen(&self, mac: &Mac) -> Option<Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(mac)
+            .cloned()
+    }
+
+    /// The base URL clients reach bootherd's HTTP server at, through `local_ip`.
+    pub fn http_base(&self, local_ip: Ipv4Addr) -> HttpBase {
+        if self.http_port == 80 {
+            HttpBase(format!("http://{local_ip}"))
+        } else {
+            HttpBase(format!("http://{local_ip}:{}", self.http_port))
+        }
+    }
+
+    /// What `mac` boots according to `state`.
+    pub fn decide(state: &State, mac: &Mac) -> Decision {
+        let machine = state.machines.get(mac);
+        let assigned = machine
+            .and_then(|m| m.once.as_ref().map(|p| (p, true)))
+            .or_else(|| machine.and_then(|m| m.profile.as_ref().map(|p| (p, false))));
+        if let Some((name, once)) = assigned {
+            if let Some(profile) = state.profiles.get(name) {
+                return Decision::Profile {
+                    name: name.clone(),
+                    profile: profile.clone(),
+                    once,
+                };
+            }
+        }
+        match &state.defaults.unknown {
+            UnknownMachines::Menu => Decision::DefaultMenu,
+            UnknownMachines::Ignore => Decision::Ignore,
+            UnknownMachines::Profile(name) => match state.profiles.get(name) {
+                Some(profile) => Decision::Profile {
+                    name: name.clone(),
+                    profile: profile.clone(),
+                    once: false,
+                },
+                None => Decision::DefaultMenu,
+            },
+        }
+    }
+
+    /// The iPXE script for `mac`, with URLs on `base`. Fetching a boot-once profile's script
+    /// uses it up: the machine falls back to its assigned profile on its next boot.
+    pub fn script(&self, mac: &Mac, base: &HttpBase) -> String {
+        let state = self.store.state();
+        match Self::decide(&state, mac) {
+            Decision::Profile {
+                name,
+                profile,
+                once,
+            } => {
+                let text = match &profile {
+                    Profile::Menu {
+                        title,
+                        entries,
+                        default,
+                        timeout,
+                        ..
+                    } => script::menu(
+                        title,
+                        &script::menu_entries(&state, entries),
+                        default.as_ref().map(Name::as_str),
+                        *timeout,
+                        base,
+                    ),
+                    _ => script::single(&name, &profile, base),
+                };
+                if once {
+                    let mac = *mac;
+                    let used = name.clone();
+                    let cleared = self.store.update(|state| {
+                        if let Some(machine) = state.machines.get_mut(&mac) {
+                            if machine.once.as_ref() == Some(&used) {
+                                machine.once = None;
+                            }
+                        }
+                        Ok(())
+                    });
+                    match cleared {
+                        Ok(()) => self.timeline.record(
+                            mac,
+                            "boot-once used",
+                            format!("'{name}' booted once; next boot uses the assigned profile"),
+                        ),
+                        Err(e) => warn!(%mac, error = %e, "could not clear the boot-once profile"),
+                    }
+                }
+                self.timeline.record(
+                    *mac,
+                    "script fetched",
+                    format!("profile '{name}' ({})", profile.kind()),
+                );
+                text
+            }
+            Decision::DefaultMenu => {
+                let images = self.store.image_map().unwrap_or_default();
+                let ready: Vec<(&Name, &Profile)> = state
+                    .profiles
+                    .iter()
+                    .filter(|(name, profile)| {
+                        !matches!(profile, Profile::Menu { .. })
+                            && bootherd_store::validate::readiness(name, profile, &state, &images)
+                                .is_empty()
+                    })
+                    .collect();
+                self.timeline.record(
+                    *mac,
+                    "script fetched",
+                    format!("default menu ({} profiles)", ready.len()),
+                );
+                script::menu(
+                    "bootherd",
+                    &ready,
+                    None,
+                    Some(state.defaults.menu_timeout),
+                    base,
+                )
+            }
+            Decision::Ignore => {
+                self.timeline.record(
+                    *mac,
+                    "script fetched",
+                    "machine is ignored by the defaults: told to exit".to_string(),
+                );
+                "#!ipxe\necho bootherd: this machine has no profile and unknown machines are ignored\nexit\n".to_string()
+            }
+        }
+    }
+
+    fn bootloader(&self, arch: &str) -> Option<String> {
+        bootloader_candidates(arch)
+            .iter()
+            .find(|name| TftpPath::parse(name).is_ok_and(|p| self.bootloaders.contains(&p)))
+            .map(|name| name.to_string())
+    }
+}
+
+impl BootPolicy for Boot {
+    fn boot_offer(&self, request: &PxeRequest) -> Result<BootOffer, String> {
+        let mac = mac_of(request.mac);
+        let state = self.store.state();
+        let decision = Self::decide(&state, &mac);
+        if decision == Decision::Ignore {
+            return Err("unknown machine, and the defaults say to ignore unknown machines".into());
+        }
+        let arch = request.arch.name();
+        match request.firmware {
+            Firmware::Ipxe => Ok(BootOffer::Http {
+                url: format!(
+                    "{}/boot/{mac}.ipxe",
+                    self.http_base(request.arrival.local_ip).0
+                ),
+            }),
+            Firmware::UefiHttp => self
+                .bootloader(arch)
+                .map(|file| BootOffer::Http {
+                    url: format!(
+                        "{}/bootloaders/{file}",
+                        self.http_base(request.arrival.local_ip).0
+                    ),
+                })
+                .ok_or_else(|| {
+                    format!("no iPXE bootloader for {} to send over HTTP", request.arch)
+                }),
+            Firmware::Pxe => {
+                if let Decision::Profile {
+                    name,
+                    profile: Profile::Bootfile { image, files, .. },
+                    ..
+                } = &decision
+                {
+                    let file = files.get(arch).ok_or_else(|| {
+                        format!("profile '{name}' has no boot file for {}", request.arch)
+                    })?;
+                    let path = format!("images/{image}/{file}");
+                    return match TftpPath::parse(&path) {
+                        Ok(p) if self.contains(&p) => Ok(BootOffer::Tftp { filename: path }),
+                        _ => Err(format!(
+                            "profile '{name}': '{path}' is not in the image store"
+                        )),
+                    };
+                }
+                self.bootloader(arch)
+                    .map(|filename| BootOffer::Tftp { filename })
+                    .ok_or_else(|| {
+                        format!(
+                            "no bootloader for {} (looked for {}); install Debian's ipxe package or add one to the bootloader directory",
+                            request.arch,
+                            bootloader_candidates(arch).join(", ")
+                        )
+                    })
+            }
+        }
+    }
+}
+
+impl FileSource for Boot {
+    /// `images/<image>/<file>` serves a file of an image, if its manifest lists it (so neither
+    /// the manifest nor a half-imported file is ever served); anything else is a bootloader.
+    fn open(&self, path: &TftpPath) -> Result<std::sync::Arc<dyn FileContent>, SourceError> {
+        let text = path.as_str();
+        if let Some(rest) = text.strip_prefix("images/") {
+            let not_found = || SourceError::NotFound {
+                path: text.to_string(),
+                area: "image store",
+            };
+            let (image, file) = rest.split_once('/').ok_or_else(not_found)?;
+            let image: Name = image.parse().map_err(|_| not_found())?;
+            let listed = self
+                .store
+                .images()
+                .get(&image)
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.file(file).is_some());
+            if !listed {
+                return Err(not_found());
+            }
+            let inner = TftpPath::parse(rest).map_err(|_| not_found())?;
+            return self.images.open(&inner);
+        }
+        self.bootloaders.open(path)
+    }
+
+    fn contains(&self, path: &TftpPath) -> bool {
+        self.open(path).is_ok()
+    }
+}
+
+impl EventSink for Boot {
+    fn record(&self, event: PxeEvent) {
+        match event {
+            PxeEvent::Request {
+                mac,
+                port,
+                message_type,
+                arch,
+                firmware,
+                vendor_class,
+                guid,
+                local_ip,
+                ..
+            } => {
+                let mac = mac_of(mac);
+                {
+                    let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let entry = seen.entry(mac).or_default();
+                    entry.arch = arch.to_string();
+                    entry.firmware = firmware.name().to_string();
+                    entry.vendor_class = vendor_class;
+                    entry.guid = guid
+                        .map(|g| g.iter().map(|b| format!("{b:02x}")).collect())
+                        .unwrap_or_default();
+                    entry.last_seen = Some(SystemTime::now());
+                }
+                self.timeline.record(
+                    mac,
+                    "DHCP request",
+                    format!(
+                        "{message_type} on port {} via {local_ip}: {arch}, {}",
+                        port.name(),
+                        firmware.name()
+                    ),
+                );
+            }
+            PxeEvent::Replied {
+                mac,
+                message_type,
+                bootfile,
+                destination,
+                ..
+            } => self.timeline.record(
+                mac_of(mac),
+                "boot offer sent",
+                format!("{message_type} with boot file '{bootfile}' to {destination}"),
+            ),
+            PxeEvent::Declined { mac, reason } => {
+                self.timeline.record(mac_of(mac), "not answered", reason)
+            }
+            PxeEvent::CompetingServer(offer) => self.timeline.record(
+                mac_of(offer.client),
+                "competing server",
+                format!(
+                    "{} also offered {}",
+                    offer.server,
+                    offer.bootfile.unwrap_or_else(|| "a PXE answer".into())
+                ),
+            ),
+            _ => {}
+        }
+    }
+}
+
+impl Boot {
+    /// Notes a file fetched by TFTP or HTTP on the machine's timeline, when the client address
+    /// can be matched to a machine (by the address it was last seen with).
+    pub fn record_address(&self, mac: Mac, address: Ipv4Addr) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.entry(mac).or_default().address = Some(address);
+    }
+
+    /// The machine last seen at `address`.
+    pub fn machine_at(&self, address: Ipv4Addr) -> Option<Mac> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter()
+            .find(|(_, s)| s.address == Some(address))
+            .map(|(mac, _)| *mac)
+    }
+}
+
+#[cfg(test)]
+mod tests;

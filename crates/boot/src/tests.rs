@@ -1,0 +1,212 @@
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use bootherd_pxe::{Arch, Arrival, ClientClass, MacAddr, ServerPort};
+use bootherd_store::{Machine, Store};
+use bootherd_tftp::DirSource;
+
+use super::*;
+
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0, 0, 1];
+
+fn name(text: &str) -> Name {
+    text.parse().unwrap()
+}
+
+struct Fixture {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    boot: Boot,
+}
+
+fn fixture() -> Fixture {
+    let data = tempfile::tempdir().unwrap();
+    let loaders = tempfile::tempdir().unwrap();
+    std::fs::write(loaders.path().join("undionly.kpxe"), b"bios").unwrap();
+    std::fs::write(loaders.path().join("ipxe.efi"), b"efi").unwrap();
+    let store = Arc::new(Store::open(data.path()).unwrap());
+    let debian = name("debian");
+    store
+        .images()
+        .import_reader(&debian, "linux", &b"kernel"[..])
+        .unwrap();
+    store
+        .images()
+        .import_reader(&debian, "initrd.gz", &b"initrd"[..])
+        .unwrap();
+    store
+        .images()
+        .import_reader(&name("syslinux"), "pxelinux.0", &b"pxe"[..])
+        .unwrap();
+    store
+        .update(|state| {
+            state.profiles.insert(
+                name("installer"),
+                Profile::Linux {
+                    image: debian.clone(),
+                    kernel: "linux".into(),
+                    initrd: vec!["initrd.gz".into()],
+                    cmdline: "marker=installer".into(),
+                    description: String::new(),
+                },
+            );
+            state.profiles.insert(
+                name("disk"),
+                Profile::LocalDisk {
+                    description: String::new(),
+                },
+            );
+            state.profiles.insert(
+                name("legacy"),
+                Profile::Bootfile {
+                    image: name("syslinux"),
+                    files: BTreeMap::from([("bios".to_string(), "pxelinux.0".to_string())]),
+                    description: String::new(),
+                },
+            );
+            Ok(())
+        })
+        .unwrap();
+    let bootloaders: Arc<dyn FileSource> = Arc::new(DirSource::new(loaders.path()).unwrap());
+    let boot = Boot::new(store, bootloaders, 8080).unwrap();
+    Fixture {
+        _dirs: (data, loaders),
+        boot,
+    }
+}
+
+fn request(firmware: Firmware, arch: u16) -> PxeRequest {
+    PxeRequest {
+        mac: MacAddr(MAC),
+        xid: 1,
+        message_type: dhcproto::v4::MessageType::Discover,
+        class: ClientClass::Pxe,
+        firmware,
+        arch: Arch::from_code(arch),
+        vendor_class: "PXEClient".into(),
+        guid: None,
+        relay: None,
+        ciaddr: Ipv4Addr::UNSPECIFIED,
+        broadcast_flag: false,
+        server_id: None,
+        boot_item: None,
+        relay_agent_info: None,
+        max_message_size: None,
+        arrival: Arrival {
+            source: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+            local_ip: Ipv4Addr::new(10, 0, 0, 2),
+            ifindex: Some(2),
+            port: ServerPort::Dhcp,
+        },
+    }
+}
+
+fn assign(boot: &Boot, profile: Option<&str>, once: Option<&str>) {
+    boot.store()
+        .update(|state| {
+            state.machines.insert(
+                Mac(MAC),
+                Machine {
+                    name: String::new(),
+                    profile: profile.map(name),
+                    once: once.map(name),
+                },
+            );
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn dhcp_tftp_and_http_agree() {
+    let f = fixture();
+    let boot = &f.boot;
+    // BIOS ROM: the bootloader, which TFTP can serve.
+    let offer = boot.boot_offer(&request(Firmware::Pxe, 0)).unwrap();
+    assert_eq!(
+        offer,
+        BootOffer::Tftp {
+            filename: "undionly.kpxe".into()
+        }
+    );
+    assert!(boot.contains(&TftpPath::parse(offer.bootfile()).unwrap()));
+    // iPXE: its own script URL, on our address.
+    let offer = boot.boot_offer(&request(Firmware::Ipxe, 7)).unwrap();
+    assert_eq!(
+        offer.bootfile(),
+        "http://10.0.0.2:8080/boot/52:54:00:00:00:01.ipxe"
+    );
+    // Unknown machine, default menu: every ready profile, local disk by default.
+    let menu = boot.script(&Mac(MAC), &boot.http_base(Ipv4Addr::new(10, 0, 0, 2)));
+    assert!(
+        menu.contains("item p-installer")
+            && menu.contains("item p-disk")
+            && menu.contains("choose --default local --timeout 10000"),
+        "{menu}"
+    );
+    // Image files are served, but only those the manifest lists.
+    assert!(
+        boot.open(&TftpPath::parse("images/debian/linux").unwrap())
+            .is_ok()
+    );
+    assert!(
+        boot.open(&TftpPath::parse("images/debian/manifest.yaml").unwrap())
+            .is_err()
+    );
+    assert!(
+        boot.open(&TftpPath::parse("images/nosuch/linux").unwrap())
+            .is_err()
+    );
+}
+
+#[test]
+fn boot_once_is_used_once_then_falls_back() {
+    let f = fixture();
+    let boot = &f.boot;
+    assign(boot, Some("disk"), Some("installer"));
+    let base = boot.http_base(Ipv4Addr::new(10, 0, 0, 2));
+    let first = boot.script(&Mac(MAC), &base);
+    assert!(
+        first.contains(
+            "kernel http://10.0.0.2:8080/images/debian/linux initrd=initrd.gz marker=installer"
+        ),
+        "{first}"
+    );
+    assert_eq!(boot.store().state().machines[&Mac(MAC)].once, None);
+    let second = boot.script(&Mac(MAC), &base);
+    assert!(
+        second.contains("echo bootherd: booting disk\nexit"),
+        "{second}"
+    );
+    let steps: Vec<String> = boot
+        .timeline()
+        .events(&Mac(MAC))
+        .into_iter()
+        .map(|e| e.what)
+        .collect();
+    assert!(steps.contains(&"boot-once used".to_string()), "{steps:?}");
+}
+
+#[test]
+fn bootfile_profiles_and_ignored_machines() {
+    let f = fixture();
+    let boot = &f.boot;
+    assign(boot, Some("legacy"), None);
+    assert_eq!(
+        boot.boot_offer(&request(Firmware::Pxe, 0)).unwrap(),
+        BootOffer::Tftp {
+            filename: "images/syslinux/pxelinux.0".into()
+        }
+    );
+    let err = boot.boot_offer(&request(Firmware::Pxe, 7)).unwrap_err();
+    assert!(err.contains("no boot file for efi-x64"), "{err}");
+    boot.store()
+        .update(|state| {
+            state.machines.clear();
+            state.defaults.unknown = UnknownMachines::Ignore;
+            Ok(())
+        })
+        .unwrap();
+    assert!(boot.boot_offer(&request(Firmware::Pxe, 0)).is_err());
+    assert!(boot.boot_offer(&request(Firmware::Ipxe, 0)).is_err());
+}

@@ -1,0 +1,152 @@
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use bootherd_boot::Boot;
+use bootherd_store::{Machine, Profile, Store};
+use bootherd_tftp::DirSource;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+
+fn app() -> (tempfile::TempDir, Router, Arc<Boot>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path().join("data")).unwrap());
+    let image: Name = "debian".parse().unwrap();
+    let kernel: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    store
+        .images()
+        .import_reader(&image, "linux", kernel.as_slice())
+        .unwrap();
+    store
+        .update(|state| {
+            state.profiles.insert(
+                "inst".parse().unwrap(),
+                Profile::Linux {
+                    image: image.clone(),
+                    kernel: "linux".into(),
+                    initrd: vec![],
+                    cmdline: "marker=inst".into(),
+                    description: String::new(),
+                },
+            );
+            state.machines.insert(
+                "52:54:00:00:00:07".parse().unwrap(),
+                Machine {
+                    profile: Some("inst".parse().unwrap()),
+                    ..Machine::default()
+                },
+            );
+            Ok(())
+        })
+        .unwrap();
+    std::fs::create_dir(dir.path().join("loaders")).unwrap();
+    std::fs::write(dir.path().join("loaders/ipxe.efi"), b"efi binary").unwrap();
+    let loaders = Arc::new(DirSource::new(dir.path().join("loaders")).unwrap());
+    let boot = Arc::new(Boot::new(store, loaders, 8080).unwrap());
+    let router = router(AppState {
+        boot: boot.clone(),
+        bootloaders: Some(dir.path().join("loaders")),
+    });
+    (dir, router, boot)
+}
+
+async fn get(
+    router: &Router,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let mut request = Request::get(uri);
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request = request.header(header::HOST, "10.0.0.2:8080");
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn scripts_use_the_host_the_client_used() {
+    let (_dir, router, _) = app();
+    let (status, _, body) = get(&router, "/boot/52:54:00:00:00:07.ipxe", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let script = String::from_utf8(body).unwrap();
+    assert!(
+        script.contains("kernel http://10.0.0.2:8080/images/debian/linux marker=inst"),
+        "{script}"
+    );
+    // An unknown machine gets the menu; a malformed name a clear 404.
+    let (status, _, body) = get(&router, "/boot/52-54-00-00-00-08.ipxe", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8(body).unwrap().contains("choose"));
+    let (status, _, body) = get(&router, "/boot/not-a-mac.ipxe", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("/boot/<mac>.ipxe")
+    );
+    let (status, _, _) = get(
+        &router,
+        "/boot/52:54:00:00:00:07.ipxe",
+        &[("host", "evil\" #")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn image_files_support_ranges_and_hide_everything_else() {
+    let (_dir, router, _) = app();
+    let (status, headers, body) = get(&router, "/images/debian/linux", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.len(), 10_000);
+    assert_eq!(headers[header::CONTENT_LENGTH], "10000");
+    let (status, headers, body) = get(
+        &router,
+        "/images/debian/linux",
+        &[("range", "bytes=100-199")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers[header::CONTENT_RANGE], "bytes 100-199/10000");
+    assert_eq!(
+        body,
+        (100..200u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()
+    );
+    for hidden in [
+        "/images/debian/manifest.yaml",
+        "/images/debian/..%2fstate.yaml",
+        "/images/nosuch/linux",
+        "/images/Debian/linux",
+    ] {
+        let (status, _, _) = get(&router, hidden, &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{hidden}");
+    }
+    let (status, _, body) = get(&router, "/bootloaders/ipxe.efi", &[]).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, &b"efi binary"[..])
+    );
+    let (status, _, _) = get(&router, "/bootloaders/../data/state.yaml", &[]).await;
+    assert_ne!(status, StatusCode::OK);
+}
