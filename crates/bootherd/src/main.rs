@@ -1,8 +1,6 @@
 //! bootherd: the binary. Wiring only: command line, logging, sockets, signals, shutdown.
 
-mod policy;
-
-use policy::DirPolicy;
+mod admin;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -11,11 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bootherd_boot::Boot;
 use bootherd_net::{
     DhcpCounters, DhcpService, Interfaces, Selection, TftpConfig, TftpCounters, TftpService,
     TransferPorts,
 };
-use bootherd_pxe::{NoEvents, ServerPort};
+use bootherd_pxe::ServerPort;
+use bootherd_store::Store;
 use bootherd_tftp::{
     DirSource, DirUploads, FileSource, FirstOf, NegotiationLimits, TimerConfig, TransferConfig,
     UploadTarget,
@@ -52,20 +52,46 @@ enum Command {
     Serve(ServeArgs),
     /// Run only the TFTP server over a directory: a drop-in replacement for tftpd-hpa.
     Tftp(TftpArgs),
+    /// Manage images: named sets of files (kernel, initrd, ISO, bootloader) with sha256.
+    Image {
+        #[command(subcommand)]
+        command: admin::ImageCommand,
+        #[command(flatten)]
+        dir: admin::DataDir,
+    },
+    /// Manage profiles: what a machine boots.
+    Profile {
+        #[command(subcommand)]
+        command: admin::ProfileCommand,
+        #[command(flatten)]
+        dir: admin::DataDir,
+    },
+    /// Manage machines by MAC address: their profile and boot-once profile.
+    Machine {
+        #[command(subcommand)]
+        command: admin::MachineCommand,
+        #[command(flatten)]
+        dir: admin::DataDir,
+    },
+    /// Check the state and the images: each profile's readiness and every problem, with the fix.
+    Check {
+        #[command(flatten)]
+        dir: admin::DataDir,
+        /// Directory with iPXE bootloaders.
+        #[arg(long, default_value = "/usr/lib/ipxe")]
+        bootloaders: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Directory served over TFTP, searched before the bootloader directory.
-    #[arg(long, default_value = "images")]
-    root: PathBuf,
+    /// Data directory: state.yaml (profiles, machines, defaults) and images/.
+    #[arg(long, default_value = ".", env = "BOOTHERD_DATA")]
+    data: PathBuf,
     /// Directory with iPXE bootloaders (undionly.kpxe, ipxe.efi, snponly.efi); the default is
     /// where Debian's ipxe package installs them.
     #[arg(long, default_value = "/usr/lib/ipxe")]
     bootloaders: PathBuf,
-    /// Script offered to clients already running iPXE (looked up like any TFTP file).
-    #[arg(long, default_value = "boot.ipxe")]
-    ipxe_script: String,
     /// Answer only on this interface (repeat for several). Default: every interface that is up,
     /// has IPv4 and is not loopback.
     #[arg(long = "interface", value_name = "NAME")]
@@ -82,6 +108,9 @@ struct ServeArgs {
     /// TFTP port.
     #[arg(long, default_value_t = 69)]
     tftp_port: u16,
+    /// HTTP port for iPXE scripts and images (and UEFI HTTP Boot).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
     /// DHCP client port watched for other servers' boot offers (0 disables the watch).
     #[arg(long, default_value_t = 68)]
     watch_port: u16,
@@ -221,6 +250,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Tftp(args) => runtime.block_on(run_tftp(args)),
+        Command::Image { command, dir } => admin::image(command, &dir),
+        Command::Profile { command, dir } => admin::profile(command, &dir),
+        Command::Machine { command, dir } => admin::machine(command, &dir),
+        Command::Check { dir, bootloaders } => admin::check(&dir, &bootloaders),
     }
 }
 
@@ -259,23 +292,29 @@ async fn run_tftp(args: TftpArgs) -> anyhow::Result<()> {
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    // The root is bootherd's own store location: on a first run it does not exist yet.
-    if !args.root.exists() {
-        std::fs::create_dir_all(&args.root)
-            .with_context(|| format!("creating the TFTP root {}", args.root.display()))?;
-        info!(root = %args.root.display(), "created the TFTP root");
-    }
-    let root = root_source(&args.root)?;
-    let mut layers: Vec<Arc<dyn FileSource>> = vec![Arc::new(root)];
-    match DirSource::new(&args.bootloaders) {
-        Ok(bootloaders) => layers.push(Arc::new(bootloaders)),
-        Err(e) => warn!(
-            dir = %args.bootloaders.display(),
-            error = %e,
-            "no bootloader directory: only bootloaders in the TFTP root will be offered (install Debian's ipxe package or pass --bootloaders DIR)"
-        ),
-    }
-    let files: Arc<dyn FileSource> = Arc::new(FirstOf(layers));
+    let store = Arc::new(
+        Store::open(&args.data)
+            .with_context(|| format!("opening the data directory {}", args.data.display()))?,
+    );
+    info!(data = %args.data.display(), state = %store.state_path().display(), "data directory");
+    let bootloader_dir = match DirSource::new(&args.bootloaders) {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            warn!(
+                dir = %args.bootloaders.display(),
+                error = %e,
+                "no bootloader directory: PXE firmware cannot be offered iPXE (install Debian's ipxe package or pass --bootloaders DIR)"
+            );
+            None
+        }
+    };
+    let bootloaders: Arc<dyn FileSource> = match bootloader_dir {
+        Some(dir) => Arc::new(dir),
+        None => Arc::new(FirstOf(Vec::new())),
+    };
+    let boot = Arc::new(
+        Boot::new(store.clone(), bootloaders, args.http_port).context("opening the image store")?,
+    );
     let selection = if args.interfaces.is_empty() {
         Selection::AllExceptLoopback
     } else {
@@ -295,19 +334,22 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         info!(interface = %interface.name, addresses = ?interface.addresses, "serving PXE on interface");
     }
     let dhcp = DhcpService {
-        policy: Arc::new(DirPolicy {
-            files: files.clone(),
-            ipxe_script: args.ipxe_script.clone(),
-        }),
+        policy: boot.clone(),
         interfaces,
-        events: Arc::new(NoEvents),
+        events: boot.clone(),
         counters: Arc::new(DhcpCounters::default()),
     };
-    let tftp = args.tftp.service(files)?;
+    let tftp = args.tftp.service(boot.clone())?;
 
     let dhcp_socket = bind_udp(SocketAddr::from((args.bind, args.dhcp_port)))?;
     let proxy_socket = bind_udp(SocketAddr::from((args.bind, args.proxy_port)))?;
     let tftp_socket = bind_udp(SocketAddr::from((args.bind, args.tftp_port)))?;
+    let http_addr = SocketAddr::from((args.bind, args.http_port));
+    let http_listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| {
+            format!("cannot listen for HTTP on {http_addr} (pass --http-port PORT)")
+        })?;
     let shutdown = CancellationToken::new();
     let mut services = JoinSet::new();
     services.spawn(named(
@@ -332,6 +374,28 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         "TFTP",
         bootherd_net::serve_tftp(tftp_socket, tftp, shutdown.clone()),
     ));
+    let router = bootherd_web::router(bootherd_web::AppState {
+        boot: boot.clone(),
+        bootloaders: args.bootloaders.is_dir().then(|| args.bootloaders.clone()),
+    });
+    let http_shutdown = shutdown.clone();
+    info!(listen = %http_addr, "HTTP boot server listening");
+    services.spawn(named("HTTP", async move {
+        axum::serve(
+            http_listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .await
+    }));
+    services.spawn(named(
+        "state reload",
+        watch_state(store.clone(), shutdown.clone()),
+    ));
+    services.spawn(named(
+        "image verification",
+        verify_images(store, shutdown.clone()),
+    ));
     if args.watch_port != 0 {
         match bootherd_net::dhcp::bind_watcher(SocketAddr::from((args.bind, args.watch_port))) {
             Ok(socket) => {
@@ -346,6 +410,53 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     run_until_signal(services, shutdown).await
+}
+
+/// Picks up edits of state.yaml made by hand or by the admin commands, once a second. An
+/// invalid edit is reported with its line and column; the last good state stays in force.
+async fn watch_state(store: Arc<Store>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match store.reload_if_changed() {
+            Ok(true) => info!(state = %store.state_path().display(), "state reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "state file edit rejected; the previous state stays in force until the file is fixed")
+            }
+        }
+    }
+}
+
+/// Hashes every image once at start-up, off the async workers: a damaged file flags its image
+/// (its profiles stop being offered) instead of stopping the server.
+async fn verify_images(store: Arc<Store>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let verify = tokio::task::spawn_blocking(move || {
+        let Ok(images) = store.images().list() else {
+            return;
+        };
+        for image in images {
+            match store.verify_image(&image.name) {
+                Ok(problems) if problems.is_empty() => {
+                    info!(image = %image.name, files = image.files.len(), "image verified")
+                }
+                Ok(problems) => {
+                    warn!(image = %image.name, problems = %problems.join("; "), "image damaged: its profiles are not offered until it is re-imported")
+                }
+                Err(e) => warn!(image = %image.name, error = %e, "image could not be verified"),
+            }
+        }
+    });
+    tokio::select! {
+        _ = verify => {}
+        _ = shutdown.cancelled() => {}
+    }
+    // Keep the service slot alive until shutdown, so finishing is not taken for a failure.
+    shutdown.cancelled().await;
+    Ok(())
 }
 
 type ServiceResult = (&'static str, std::io::Result<()>);

@@ -8,6 +8,7 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use bootherd_testkit::netns::{self, Lan, Netns};
@@ -66,7 +67,7 @@ impl Network {
         );
 
         let files = tempfile::tempdir().unwrap();
-        fs::create_dir(files.path().join("root")).unwrap();
+        fs::create_dir(files.path().join("data")).unwrap();
         fs::create_dir(files.path().join("bootloaders")).unwrap();
         fs::write(
             files.path().join("bootloaders/undionly.kpxe"),
@@ -78,8 +79,8 @@ impl Network {
             Path::new(BIN),
             &[
                 "serve",
-                "--root",
-                files.path().join("root").to_str().unwrap(),
+                "--data",
+                files.path().join("data").to_str().unwrap(),
                 "--bootloaders",
                 files.path().join("bootloaders").to_str().unwrap(),
                 "--interface",
@@ -308,4 +309,168 @@ fn garbage_is_dropped_and_the_responder_keeps_serving_and_competitors_are_report
     );
     assert!(line.contains("10.77.0.3"), "{line}");
     let _ = (&net.dhcp_ns, &net.server_ns, &net.server_if, &net.files);
+}
+
+fn run_cli(args: &[&str]) -> std::process::Output {
+    run_with_timeout(Command::new(BIN).args(args), Duration::from_secs(30))
+}
+
+fn curl_in(net: &Network, url: &str, extra: &[&str]) -> (bool, Vec<u8>) {
+    let output = run_with_timeout(
+        net.client_ns
+            .command("curl")
+            .args(["--silent", "--fail", "--max-time", "10"])
+            .args(extra)
+            .arg(url),
+        Duration::from_secs(20),
+    );
+    (output.status.success(), output.stdout)
+}
+
+/// Issue 4's acceptance: with no configuration an unknown iPXE machine gets the menu; the
+/// command line changes what it boots while the server runs; scripts point at bootherd's own
+/// address; image files come over HTTP with Range.
+#[test]
+fn ipxe_gets_the_menu_then_the_profile_assigned_from_the_command_line() {
+    if !netns::available() {
+        return;
+    }
+    require_program("curl", "curl");
+    let net = Network::start();
+    let data = net.files.path().join("data");
+    let data_arg = data.to_str().unwrap().to_string();
+    let ipxe = ClientIdentity {
+        mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x01],
+        arch: 0,
+        vendor_class: "PXEClient:Arch:00000:UNDI:002001".into(),
+        ipxe: true,
+    };
+    let lease = net.lease(&ipxe, 0x4444_0001);
+    let url = lease.bootfile();
+    assert_eq!(url, "http://10.77.0.2:8080/boot/52:54:00:12:34:01.ipxe");
+    let (ok, menu) = curl_in(&net, &url, &[]);
+    let menu = String::from_utf8_lossy(&menu).into_owned();
+    assert!(
+        ok && menu.starts_with("#!ipxe") && menu.contains("choose --default local"),
+        "{menu}\n{}",
+        net.diagnostics()
+    );
+
+    // Import a kernel, define a profile, assign it: all from the command line.
+    let kernel = net.files.path().join("linux");
+    fs::write(&kernel, pattern(200_000)).unwrap();
+    for args in [
+        vec![
+            "image",
+            "add",
+            "deb",
+            kernel.to_str().unwrap(),
+            "--data",
+            &data_arg,
+        ],
+        vec![
+            "profile",
+            "add",
+            "inst",
+            "--image",
+            "deb",
+            "--kernel",
+            "linux",
+            "--cmdline",
+            "marker=inst",
+            "--data",
+            &data_arg,
+        ],
+        vec![
+            "machine",
+            "set",
+            "52:54:00:12:34:01",
+            "--profile",
+            "inst",
+            "--data",
+            &data_arg,
+        ],
+    ] {
+        let output = run_cli(&args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Assigning a profile whose files are missing is refused, with the reason.
+    let output = run_cli(&[
+        "profile", "add", "broken", "--image", "deb", "--kernel", "vmlinuz", "--data", &data_arg,
+    ]);
+    assert!(output.status.success());
+    let output = run_cli(&[
+        "machine",
+        "set",
+        "52:54:00:12:34:02",
+        "--profile",
+        "broken",
+        "--data",
+        &data_arg,
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("vmlinuz"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The running server picks the change up.
+    let expected = "kernel http://10.77.0.2:8080/images/deb/linux marker=inst";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let script = loop {
+        let (_, body) = curl_in(&net, &url, &[]);
+        let script = String::from_utf8_lossy(&body).into_owned();
+        if script.contains(expected) || std::time::Instant::now() > deadline {
+            break script;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(script.contains(expected), "{script}\n{}", net.diagnostics());
+
+    // The kernel over HTTP, whole and by range.
+    let (ok, body) = curl_in(&net, "http://10.77.0.2:8080/images/deb/linux", &[]);
+    assert!(ok && body == pattern(200_000));
+    let (ok, body) = curl_in(
+        &net,
+        "http://10.77.0.2:8080/images/deb/linux",
+        &["--range", "1000-1999"],
+    );
+    assert!(ok && body == pattern(200_000)[1000..2000]);
+
+    // `check` names the profile that is not ready and fails; the listing shows readiness.
+    let output = run_cli(&[
+        "check",
+        "--data",
+        &data_arg,
+        "--bootloaders",
+        net.files.path().join("bootloaders").to_str().unwrap(),
+    ]);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !output.status.success()
+            && report.contains("profile 'broken' is not ready")
+            && report.contains("vmlinuz"),
+        "{report}"
+    );
+    let output = run_cli(&["profile", "list", "--json", "--data", &data_arg]);
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listing.as_array().unwrap().len(), 2);
+
+    // A broken hand edit is reported with its line; the last good state keeps serving.
+    fs::write(
+        data.join("state.yaml"),
+        "profiles:\n  inst:\n    kind: linux\n    image: deb\n    kernal: linux\n",
+    )
+    .unwrap();
+    let line = net
+        .bootherd
+        .wait_for_log(&["state file edit rejected"], Duration::from_secs(10));
+    assert!(line.contains("line 5") && line.contains("kernal"), "{line}");
+    let (_, body) = curl_in(&net, &url, &[]);
+    assert!(String::from_utf8_lossy(&body).contains(expected));
 }

@@ -35,6 +35,9 @@ struct Manifest {
 pub struct Image {
     pub name: Name,
     pub files: Vec<ImageFile>,
+    /// What the last verification found wrong (filled in by the store); empty when intact or
+    /// not verified yet.
+    pub problems: Vec<String>,
 }
 
 impl Image {
@@ -115,6 +118,7 @@ impl Images {
         Ok(self.read_manifest(name)?.map(|m| Image {
             name: name.clone(),
             files: m.files,
+            problems: Vec::new(),
         }))
     }
 

@@ -79,6 +79,8 @@ pub struct Store {
     /// Serialises writers and remembers which file version the state came from.
     file: Mutex<Option<Stamp>>,
     images: Images,
+    /// Problems found by the last verification, per image.
+    flagged: Mutex<BTreeMap<Name, Vec<String>>>,
 }
 
 pub const STATE_FILE: &str = "state.yaml";
@@ -111,6 +113,7 @@ impl Store {
             state: RwLock::new(Arc::new(state)),
             file: Mutex::new(file_stamp),
             images,
+            flagged: Mutex::default(),
         })
     }
 
@@ -127,14 +130,31 @@ impl Store {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Images by name.
+    /// Images by name, with the problems their last verification found.
     pub fn image_map(&self) -> Result<BTreeMap<Name, Image>, StoreError> {
+        let flagged = self.flagged.lock().unwrap_or_else(|p| p.into_inner());
         Ok(self
             .images
             .list()?
             .into_iter()
-            .map(|i| (i.name.clone(), i))
+            .map(|mut image| {
+                image.problems = flagged.get(&image.name).cloned().unwrap_or_default();
+                (image.name.clone(), image)
+            })
             .collect())
+    }
+
+    /// Re-hashes one image's files; a mismatch flags the image (its profiles are no longer
+    /// ready) instead of failing anything. Returns the problems (empty: intact).
+    pub fn verify_image(&self, name: &Name) -> Result<Vec<String>, StoreError> {
+        let problems = self.images.verify(name)?;
+        let mut flagged = self.flagged.lock().unwrap_or_else(|p| p.into_inner());
+        if problems.is_empty() {
+            flagged.remove(name);
+        } else {
+            flagged.insert(name.clone(), problems.clone());
+        }
+        Ok(problems)
     }
 
     /// Why a profile cannot boot now (empty: ready).

@@ -273,6 +273,16 @@ fn validation_refuses_what_could_not_boot() {
             .unwrap_err();
         assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     }
+    // A corrupted image file flags the image: its profiles are no longer ready.
+    fs::write(store.images().root().join("debian/linux"), b"tampered").unwrap();
+    assert!(!store.verify_image(&name("debian")).unwrap().is_empty());
+    assert!(store.readiness(&name("installer")).unwrap()[0].contains("failed verification"));
+    store
+        .images()
+        .import_reader(&name("debian"), "linux", &b"kernel"[..])
+        .unwrap();
+    assert!(store.verify_image(&name("debian")).unwrap().is_empty());
+    assert!(store.readiness(&name("installer")).unwrap().is_empty());
     // An image in use cannot be deleted; an unused one can.
     let err = store.remove_image(&name("debian")).unwrap_err();
     assert!(err.to_string().contains("installer"), "{err}");

@@ -52,6 +52,9 @@ pub fn readiness(
                 "image '{image_name}' does not exist (import it: bootherd image add {image_name} FILE...)"
             )),
             Some(image) => {
+                for problem in &image.problems {
+                    problems.push(format!("image '{image_name}' failed verification: {problem}"));
+                }
                 for file in profile.required_files() {
                     if image.file(file).is_none() {
                         problems.push(format!(

@@ -123,30 +123,60 @@ impl Drop for Daemon {
     }
 }
 
-/// Runs a command with a time limit; the child is killed if it overruns.
+/// Runs a command with a time limit; the child is killed if it overruns. Output is drained
+/// while it runs, so a child that prints more than a pipe holds cannot stall.
 pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Output {
+    use std::io::Read;
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().expect("collecting output"),
+            Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
-                let output = child.wait_with_output().expect("collecting output");
+                let _ = child.wait();
+                let out = stdout.join().unwrap_or_default();
+                let err = stderr.join().unwrap_or_default();
                 panic!(
                     "{command:?} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
+                    String::from_utf8_lossy(&out[..out.len().min(2000)]),
+                    String::from_utf8_lossy(&err)
                 );
             }
             Ok(None) => thread::sleep(Duration::from_millis(10)),
             Err(e) => panic!("waiting for {command:?}: {e}"),
         }
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 

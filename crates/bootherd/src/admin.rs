@@ -1,0 +1,564 @@
+//! Commands that change or inspect the data directory directly (`image`, `profile`,
+//! `machine`, `check`), for scripts, automation and `docker exec`. A running server picks the
+//! change up within a second. They go through the store's validation, the same as the API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bootherd_store::{Mac, Machine, Name, Profile, Store, StoreError, validate};
+use bootherd_tftp::{DirSource, FileSource, TftpPath};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub(crate) struct DataDir {
+    /// Data directory: state.yaml and images/.
+    #[arg(long, default_value = ".", env = "BOOTHERD_DATA", global = true)]
+    pub(crate) data: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Import files into an image (created if it does not exist); each is hashed while copied.
+    Add {
+        name: Name,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List images.
+    List,
+    /// Show an image's files, sizes and sha256.
+    Show { name: Name },
+    /// Re-hash an image's files against its manifest.
+    Verify { name: Name },
+    /// Delete an image (refused while a profile uses it).
+    Remove { name: Name },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProfileCommand {
+    /// Create or replace a profile. Give --image with --kernel (Linux) or --bootfile (raw boot
+    /// files); or --menu, --local-disk or --chain.
+    Add(Box<ProfileSpec>),
+    /// List profiles with their readiness.
+    List,
+    /// Show one profile.
+    Show { name: Name },
+    /// Delete a profile (refused while a machine, a menu or the defaults use it).
+    Remove { name: Name },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProfileSpec {
+    name: Name,
+    #[arg(long)]
+    image: Option<Name>,
+    /// Kernel file of the image.
+    #[arg(long, requires = "image")]
+    kernel: Option<String>,
+    /// Initrd file of the image (repeatable, in order).
+    #[arg(long, requires = "kernel")]
+    initrd: Vec<String>,
+    /// Kernel command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// A menu of these profiles (repeatable).
+    #[arg(long = "menu", value_name = "PROFILE")]
+    menu: Vec<Name>,
+    /// The menu's default entry.
+    #[arg(long, requires = "menu")]
+    default: Option<Name>,
+    /// Seconds before the menu boots its default.
+    #[arg(long, requires = "menu")]
+    timeout: Option<u32>,
+    /// Menu title.
+    #[arg(long, default_value = "")]
+    title: String,
+    /// Boot from the local disk.
+    #[arg(long)]
+    local_disk: bool,
+    /// Chain to this iPXE script URL (e.g. https://boot.netboot.xyz).
+    #[arg(long, value_name = "URL")]
+    chain: Option<String>,
+    /// A raw boot file for an architecture, ARCH=FILE (repeatable), e.g. bios=pxelinux.0.
+    #[arg(long, value_name = "ARCH=FILE", requires = "image")]
+    bootfile: Vec<String>,
+    #[arg(long, default_value = "")]
+    description: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MachineCommand {
+    /// Register a machine or change it: its profile, boot-once profile and name.
+    Set {
+        mac: Mac,
+        #[arg(long)]
+        profile: Option<Name>,
+        /// Boot this profile once, then fall back to --profile.
+        #[arg(long)]
+        once: Option<Name>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Remove the assigned profile (the defaults apply again).
+        #[arg(long, conflicts_with = "profile")]
+        clear_profile: bool,
+    },
+    /// List machines.
+    List,
+    /// Show one machine.
+    Show { mac: Mac },
+    /// Forget a machine.
+    Remove { mac: Mac },
+}
+
+fn open(data: &Path) -> anyhow::Result<Store> {
+    Store::open(data).with_context(|| format!("opening the data directory {}", data.display()))
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ImageView {
+    name: String,
+    size: u64,
+    files: Vec<bootherd_store::ImageFile>,
+    problems: Vec<String>,
+}
+
+pub(crate) fn image(command: ImageCommand, dir: &DataDir) -> anyhow::Result<()> {
+    let store = open(&dir.data)?;
+    match command {
+        ImageCommand::Add { name, files } => {
+            for file in &files {
+                let entry = store
+                    .images()
+                    .import_path(&name, file, None)
+                    .with_context(|| format!("importing {}", file.display()))?;
+                if !dir.json {
+                    println!(
+                        "{name}/{}: {} bytes, sha256 {}",
+                        entry.name, entry.size, entry.sha256
+                    );
+                }
+            }
+            if dir.json {
+                show_image(&store, &name, true)?;
+            }
+        }
+        ImageCommand::List => {
+            let images: Vec<ImageView> = store
+                .image_map()?
+                .into_values()
+                .map(|i| ImageView {
+                    name: i.name.to_string(),
+                    size: i.size(),
+                    problems: i.problems.clone(),
+                    files: i.files,
+                })
+                .collect();
+            if dir.json {
+                print_json(&images)?;
+            } else if images.is_empty() {
+                println!("no images (add one: bootherd image add NAME FILE...)");
+            } else {
+                for image in images {
+                    println!(
+                        "{}  {} files  {} bytes",
+                        image.name,
+                        image.files.len(),
+                        image.size
+                    );
+                }
+            }
+        }
+        ImageCommand::Show { name } => show_image(&store, &name, dir.json)?,
+        ImageCommand::Verify { name } => {
+            let problems = store.verify_image(&name)?;
+            if dir.json {
+                print_json(&problems)?;
+            } else if problems.is_empty() {
+                println!("{name}: every file matches its sha256");
+            }
+            if !problems.is_empty() {
+                bail!("image '{name}' is damaged: {}", problems.join("; "));
+            }
+        }
+        ImageCommand::Remove { name } => {
+            store.remove_image(&name)?;
+            if !dir.json {
+                println!("removed image {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_image(store: &Store, name: &Name, json: bool) -> anyhow::Result<()> {
+    let Some(image) = store.image_map()?.remove(name) else {
+        bail!("image '{name}' does not exist");
+    };
+    if json {
+        return print_json(&ImageView {
+            name: image.name.to_string(),
+            size: image.size(),
+            problems: image.problems.clone(),
+            files: image.files,
+        });
+    }
+    for file in &image.files {
+        println!("{:<24} {:>12}  {}", file.name, file.size, file.sha256);
+    }
+    Ok(())
+}
+
+fn build_profile(spec: &ProfileSpec) -> anyhow::Result<Profile> {
+    let kinds = [
+        spec.kernel.is_some(),
+        !spec.menu.is_empty(),
+        spec.local_disk,
+        spec.chain.is_some(),
+        !spec.bootfile.is_empty(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        bail!(
+            "say what the profile boots, exactly one of: --image with --kernel, --menu, --local-disk, --chain URL, --image with --bootfile ARCH=FILE"
+        );
+    }
+    let description = spec.description.clone();
+    Ok(
+        if let (Some(image), Some(kernel)) = (&spec.image, &spec.kernel) {
+            Profile::Linux {
+                image: image.clone(),
+                kernel: kernel.clone(),
+                initrd: spec.initrd.clone(),
+                cmdline: spec.cmdline.clone(),
+                description,
+            }
+        } else if !spec.menu.is_empty() {
+            Profile::Menu {
+                title: spec.title.clone(),
+                entries: spec.menu.clone(),
+                default: spec.default.clone(),
+                timeout: spec.timeout,
+                description,
+            }
+        } else if spec.local_disk {
+            Profile::LocalDisk { description }
+        } else if let Some(url) = &spec.chain {
+            Profile::Chain {
+                url: url.clone(),
+                description,
+            }
+        } else {
+            let image = spec.image.clone().context("--bootfile needs --image")?;
+            let mut files = BTreeMap::new();
+            for pair in &spec.bootfile {
+                let (arch, file) = pair.split_once('=').with_context(|| {
+                    format!("--bootfile {pair:?} must look like ARCH=FILE, e.g. bios=pxelinux.0")
+                })?;
+                files.insert(arch.to_string(), file.to_string());
+            }
+            Profile::Bootfile {
+                image,
+                files,
+                description,
+            }
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct ProfileView<'a> {
+    name: &'a Name,
+    #[serde(flatten)]
+    profile: &'a Profile,
+    ready: bool,
+    problems: Vec<String>,
+}
+
+pub(crate) fn profile(command: ProfileCommand, dir: &DataDir) -> anyhow::Result<()> {
+    let store = open(&dir.data)?;
+    match command {
+        ProfileCommand::Add(spec) => {
+            let profile = build_profile(&spec)?;
+            let name = spec.name.clone();
+            store.update(|state| {
+                state.profiles.insert(name.clone(), profile);
+                Ok(())
+            })?;
+            let problems = store.readiness(&name)?;
+            if !dir.json {
+                if problems.is_empty() {
+                    println!("profile {name} saved; ready to boot");
+                } else {
+                    println!(
+                        "profile {name} saved, but not ready yet: {}",
+                        problems.join("; ")
+                    );
+                }
+            } else {
+                show_profile(&store, &name, true)?;
+            }
+        }
+        ProfileCommand::List => {
+            let state = store.state();
+            let images = store.image_map()?;
+            let views: Vec<ProfileView<'_>> = state
+                .profiles
+                .iter()
+                .map(|(name, profile)| {
+                    let problems = validate::readiness(name, profile, &state, &images);
+                    ProfileView {
+                        name,
+                        profile,
+                        ready: problems.is_empty(),
+                        problems,
+                    }
+                })
+                .collect();
+            if dir.json {
+                print_json(&views)?;
+            } else if views.is_empty() {
+                println!("no profiles (add one: bootherd profile add NAME ...)");
+            } else {
+                for v in views {
+                    let status = if v.ready {
+                        "ready".to_string()
+                    } else {
+                        format!("NOT READY: {}", v.problems.join("; "))
+                    };
+                    println!("{:<20} {:<11} {status}", v.name.as_str(), v.profile.kind());
+                }
+            }
+        }
+        ProfileCommand::Show { name } => show_profile(&store, &name, dir.json)?,
+        ProfileCommand::Remove { name } => {
+            store.update(|state| {
+                if state.profiles.remove(&name).is_none() {
+                    return Err(StoreError::Rejected(format!(
+                        "profile '{name}' does not exist"
+                    )));
+                }
+                Ok(())
+            })?;
+            if !dir.json {
+                println!("removed profile {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_profile(store: &Store, name: &Name, json: bool) -> anyhow::Result<()> {
+    let state = store.state();
+    let Some(profile) = state.profiles.get(name) else {
+        bail!("profile '{name}' does not exist");
+    };
+    let problems = store.readiness(name)?;
+    let view = ProfileView {
+        name,
+        profile,
+        ready: problems.is_empty(),
+        problems,
+    };
+    if json {
+        return print_json(&view);
+    }
+    print!("{}", serde_yaml_ng::to_string(&view)?);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct MachineView<'a> {
+    mac: String,
+    #[serde(flatten)]
+    machine: &'a Machine,
+}
+
+pub(crate) fn machine(command: MachineCommand, dir: &DataDir) -> anyhow::Result<()> {
+    let store = open(&dir.data)?;
+    match command {
+        MachineCommand::Set {
+            mac,
+            profile,
+            once,
+            name,
+            clear_profile,
+        } => {
+            store.update(|state| {
+                let machine = state.machines.entry(mac).or_default();
+                if let Some(profile) = profile {
+                    machine.profile = Some(profile);
+                }
+                if clear_profile {
+                    machine.profile = None;
+                }
+                if let Some(once) = once {
+                    machine.once = Some(once);
+                }
+                if let Some(name) = name {
+                    machine.name = name;
+                }
+                Ok(())
+            })?;
+            show_machine(&store, &mac, dir.json)?;
+        }
+        MachineCommand::List => {
+            let state = store.state();
+            let views: Vec<MachineView<'_>> = state
+                .machines
+                .iter()
+                .map(|(mac, machine)| MachineView {
+                    mac: mac.to_string(),
+                    machine,
+                })
+                .collect();
+            if dir.json {
+                print_json(&views)?;
+            } else if views.is_empty() {
+                println!("no machines registered (bootherd machine set MAC --profile NAME)");
+            } else {
+                for v in views {
+                    println!(
+                        "{}  {:<16} profile={} once={}",
+                        v.mac,
+                        v.machine.name,
+                        v.machine
+                            .profile
+                            .as_ref()
+                            .map_or("(defaults)", Name::as_str),
+                        v.machine.once.as_ref().map_or("-", Name::as_str)
+                    );
+                }
+            }
+        }
+        MachineCommand::Show { mac } => show_machine(&store, &mac, dir.json)?,
+        MachineCommand::Remove { mac } => {
+            store.update(|state| {
+                if state.machines.remove(&mac).is_none() {
+                    return Err(StoreError::Rejected(format!(
+                        "machine {mac} is not registered"
+                    )));
+                }
+                Ok(())
+            })?;
+            if !dir.json {
+                println!("removed machine {mac}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_machine(store: &Store, mac: &Mac, json: bool) -> anyhow::Result<()> {
+    let state = store.state();
+    let Some(machine) = state.machines.get(mac) else {
+        bail!("machine {mac} is not registered");
+    };
+    let view = MachineView {
+        mac: mac.to_string(),
+        machine,
+    };
+    if json {
+        return print_json(&view);
+    }
+    print!("{}", serde_yaml_ng::to_string(&view)?);
+    Ok(())
+}
+
+/// `bootherd check`: every profile's readiness and every problem, each with its fix. Fails
+/// (exit status 1) when anything would keep a machine from booting.
+pub(crate) fn check(dir: &DataDir, bootloaders: &Path) -> anyhow::Result<()> {
+    let mut problems: Vec<String> = Vec::new();
+    let store = match Store::open(&dir.data) {
+        Ok(store) => store,
+        Err(e) => bail!(
+            "state file is invalid: {e} (fix the file; a running server keeps its last good state)"
+        ),
+    };
+    let state = store.state();
+    for image in store.images().list()? {
+        for problem in store.verify_image(&image.name)? {
+            problems.push(format!("image '{}': {problem}", image.name));
+        }
+    }
+    let images = store.image_map()?;
+    let mut report = Vec::new();
+    for (name, profile) in &state.profiles {
+        let readiness = validate::readiness(name, profile, &state, &images);
+        report.push((name.to_string(), profile.kind(), readiness.clone()));
+        for problem in readiness {
+            problems.push(format!("profile '{name}' is not ready: {problem}"));
+        }
+    }
+    match DirSource::new(bootloaders) {
+        Ok(source) => {
+            for (arch, names) in [
+                ("bios", bootherd_boot::bootloader_candidates("bios")),
+                ("efi-x64", bootherd_boot::bootloader_candidates("efi-x64")),
+            ] {
+                if !names
+                    .iter()
+                    .any(|n| TftpPath::parse(n).is_ok_and(|p| source.contains(&p)))
+                {
+                    problems.push(format!(
+                        "no {arch} bootloader in {} (looked for {}): install Debian's ipxe package or pass --bootloaders DIR",
+                        bootloaders.display(),
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+        Err(e) => problems.push(format!(
+            "bootloader directory {}: {e}; install Debian's ipxe package or pass --bootloaders DIR",
+            bootloaders.display()
+        )),
+    }
+    if dir.json {
+        #[derive(Serialize)]
+        struct Report<'a> {
+            profiles: Vec<serde_json::Value>,
+            problems: &'a [String],
+        }
+        let profiles = report
+            .iter()
+            .map(|(name, kind, readiness)| serde_json::json!({"name": name, "kind": kind, "ready": readiness.is_empty(), "problems": readiness}))
+            .collect();
+        print_json(&Report {
+            profiles,
+            problems: &problems,
+        })?;
+    } else {
+        println!(
+            "state: {} ({} profiles, {} machines)",
+            store.state_path().display(),
+            state.profiles.len(),
+            state.machines.len()
+        );
+        for (name, kind, readiness) in &report {
+            let status = if readiness.is_empty() {
+                "ready".to_string()
+            } else {
+                "NOT READY".to_string()
+            };
+            println!("  profile {name:<20} {kind:<11} {status}");
+        }
+        for problem in &problems {
+            println!("problem: {problem}");
+        }
+        if problems.is_empty() {
+            println!("no problems found");
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{} problem(s) found", problems.len());
+    }
+    Ok(())
+}
