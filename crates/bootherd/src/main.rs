@@ -1,6 +1,7 @@
 //! bootherd: the binary. Wiring only: command line, logging, sockets, signals, shutdown.
 
 mod admin;
+mod config;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -73,8 +74,12 @@ enum Command {
         #[command(flatten)]
         dir: admin::DataDir,
     },
-    /// Check the state and the images: each profile's readiness and every problem, with the fix.
+    /// Check the configuration, the state and the images: each profile's readiness and every
+    /// problem, with the fix.
     Check {
+        /// Configuration file to check too.
+        #[arg(long, value_name = "FILE", env = "BOOTHERD_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         dir: admin::DataDir,
         /// Directory with iPXE bootloaders.
@@ -85,6 +90,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Configuration file (bootherd.yaml); flags given on the command line override it.
+    #[arg(long, value_name = "FILE", env = "BOOTHERD_CONFIG")]
+    config: Option<PathBuf>,
     /// Data directory: state.yaml (profiles, machines, defaults) and images/.
     #[arg(long, default_value = ".", env = "BOOTHERD_DATA")]
     data: PathBuf,
@@ -215,7 +223,24 @@ impl TftpTuning {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // A configuration file fills in what the command line left at its defaults.
+    if let (Command::Serve(args), Some(("serve", serve_matches))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        if let Some(path) = args.config.clone() {
+            let applied = config::load(&path).and_then(|config| config.apply(serve_matches, args));
+            if let Err(e) = applied {
+                eprintln!("bootherd: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     init_logging(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -253,7 +278,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image { command, dir } => admin::image(command, &dir),
         Command::Profile { command, dir } => admin::profile(command, &dir),
         Command::Machine { command, dir } => admin::machine(command, &dir),
-        Command::Check { dir, bootloaders } => admin::check(&dir, &bootloaders),
+        Command::Check {
+            config,
+            dir,
+            bootloaders,
+        } => {
+            if let Some(path) = &config {
+                let config = config::load(path)?;
+                println!("configuration: {} is valid", path.display());
+                let data = config.data.unwrap_or(dir.data.clone());
+                let bootloaders = config.bootloaders.unwrap_or(bootloaders);
+                return admin::check(
+                    &admin::DataDir {
+                        data,
+                        json: dir.json,
+                    },
+                    &bootloaders,
+                );
+            }
+            admin::check(&dir, &bootloaders)
+        }
     }
 }
 

@@ -1,0 +1,263 @@
+//! `bootherd.yaml`: the optional configuration file of `bootherd serve`. Every field has a
+//! working default (the command-line flag's), so the file only names what differs. A flag
+//! given on the command line (or through its environment variable) wins over the file.
+//! Unknown fields are errors with their line, so a typo never silently does nothing.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bootherd_net::TransferPorts;
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Data directory (state.yaml and images/).
+    pub(crate) data: Option<PathBuf>,
+    /// iPXE bootloader directory.
+    pub(crate) bootloaders: Option<PathBuf>,
+    /// Interfaces to answer on (default: all up, non-loopback IPv4 interfaces).
+    #[serde(default)]
+    pub(crate) interfaces: Vec<String>,
+    /// Address the listeners bind to.
+    pub(crate) bind: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub(crate) ports: Ports,
+    #[serde(default)]
+    pub(crate) tftp: TftpSettings,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Ports {
+    pub(crate) dhcp: Option<u16>,
+    pub(crate) proxy: Option<u16>,
+    pub(crate) tftp: Option<u16>,
+    pub(crate) http: Option<u16>,
+    /// 0 disables watching for other PXE servers.
+    pub(crate) watch: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TftpSettings {
+    /// `LO:HI`.
+    pub(crate) port_range: Option<String>,
+    pub(crate) single_port: Option<bool>,
+    pub(crate) max_blksize: Option<u16>,
+    /// Cap blksize to the path MTU (default true).
+    pub(crate) mtu_cap: Option<bool>,
+    pub(crate) max_windowsize: Option<u16>,
+    pub(crate) max_transfers: Option<usize>,
+    pub(crate) upload_dir: Option<PathBuf>,
+    pub(crate) max_upload_bytes: Option<u64>,
+    pub(crate) allow_overwrite: Option<bool>,
+    pub(crate) max_retries: Option<u32>,
+}
+
+/// Reads and checks a configuration file.
+pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration {}", path.display()))?;
+    let config: Config = serde_yaml_ng::from_str(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(" line {} column {}", l.line(), l.column()))
+            .unwrap_or_default();
+        anyhow::anyhow!("{}{at}: {e}", path.display())
+    })?;
+    if let Some(range) = &config.tftp.port_range {
+        TransferPorts::parse_range(range)
+            .map_err(|e| anyhow::anyhow!("{}: tftp.port_range: {e}", path.display()))?;
+    }
+    if let Some(blksize) = config.tftp.max_blksize {
+        anyhow::ensure!(
+            (8..=65464).contains(&blksize),
+            "{}: tftp.max_blksize {blksize} is outside 8..65464",
+            path.display()
+        );
+    }
+    if config.tftp.max_windowsize == Some(0) {
+        anyhow::bail!("{}: tftp.max_windowsize must be at least 1", path.display());
+    }
+    Ok(config)
+}
+
+/// Whether the user gave this flag (on the command line or through its environment
+/// variable), in which case it beats the file.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches
+            .try_get_raw(id)
+            .ok()
+            .flatten()
+            .and(matches.value_source(id)),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Sets `$target` from `$value` unless the flag `$id` was given.
+macro_rules! from_file {
+    ($matches:expr, $id:literal, $target:expr, $value:expr) => {
+        if let Some(value) = $value {
+            if !given($matches, $id) {
+                $target = value;
+            }
+        }
+    };
+}
+
+impl Config {
+    /// Fills `serve`'s arguments from the file where the command line left them at defaults.
+    pub(crate) fn apply(
+        &self,
+        matches: &ArgMatches,
+        args: &mut crate::ServeArgs,
+    ) -> anyhow::Result<()> {
+        from_file!(matches, "data", args.data, self.data.clone());
+        from_file!(
+            matches,
+            "bootloaders",
+            args.bootloaders,
+            self.bootloaders.clone()
+        );
+        if !self.interfaces.is_empty() && !given(matches, "interfaces") {
+            args.interfaces = self.interfaces.clone();
+        }
+        from_file!(matches, "bind", args.bind, self.bind);
+        from_file!(matches, "dhcp_port", args.dhcp_port, self.ports.dhcp);
+        from_file!(matches, "proxy_port", args.proxy_port, self.ports.proxy);
+        from_file!(matches, "tftp_port", args.tftp_port, self.ports.tftp);
+        from_file!(matches, "http_port", args.http_port, self.ports.http);
+        from_file!(matches, "watch_port", args.watch_port, self.ports.watch);
+        let t = &self.tftp;
+        let tuning = &mut args.tftp;
+        if let Some(range) = &t.port_range {
+            if !given(matches, "port_range") {
+                tuning.port_range =
+                    Some(TransferPorts::parse_range(range).map_err(anyhow::Error::msg)?);
+            }
+        }
+        from_file!(matches, "single_port", tuning.single_port, t.single_port);
+        from_file!(matches, "max_blksize", tuning.max_blksize, t.max_blksize);
+        from_file!(
+            matches,
+            "no_mtu_cap",
+            tuning.no_mtu_cap,
+            t.mtu_cap.map(|cap| !cap)
+        );
+        from_file!(
+            matches,
+            "max_windowsize",
+            tuning.max_windowsize,
+            t.max_windowsize
+        );
+        from_file!(
+            matches,
+            "max_transfers",
+            tuning.max_transfers,
+            t.max_transfers
+        );
+        if let Some(dir) = &t.upload_dir {
+            if !given(matches, "upload_dir") {
+                tuning.upload_dir = Some(dir.clone());
+            }
+        }
+        from_file!(
+            matches,
+            "max_upload_bytes",
+            tuning.max_upload_bytes,
+            t.max_upload_bytes
+        );
+        from_file!(
+            matches,
+            "allow_overwrite",
+            tuning.allow_overwrite,
+            t.allow_overwrite
+        );
+        from_file!(matches, "max_retries", tuning.max_retries, t.max_retries);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example configuration loads, so none goes stale.
+    #[test]
+    fn every_example_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            if path.to_string_lossy().ends_with("-state.yaml") {
+                // A state example must be accepted by the store as a state.yaml.
+                let data = tempfile::tempdir().unwrap();
+                std::fs::copy(&path, data.path().join("state.yaml")).unwrap();
+                bootherd_store::Store::open(data.path())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            } else {
+                load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+            seen += 1;
+        }
+        assert!(
+            seen > 0,
+            "no example configurations found in {}",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn command_line_beats_the_file_and_the_file_beats_defaults() {
+        use clap::{CommandFactory, FromArgMatches};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bootherd.yaml");
+        std::fs::write(
+            &path,
+            "ports:\n  http: 8081\n  tftp: 6969\ntftp:\n  single_port: true\n  max_blksize: 1432\n",
+        )
+        .unwrap();
+        let argv = [
+            "bootherd",
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--http-port",
+            "9000",
+        ];
+        let matches = crate::Cli::command().try_get_matches_from(argv).unwrap();
+        let mut cli = crate::Cli::from_arg_matches(&matches).unwrap();
+        let crate::Command::Serve(args) = &mut cli.command else {
+            panic!("not serve")
+        };
+        let (_, serve_matches) = matches.subcommand().unwrap();
+        load(&path).unwrap().apply(serve_matches, args).unwrap();
+        assert_eq!(args.http_port, 9000, "the flag must win");
+        assert_eq!(args.tftp_port, 6969);
+        assert!(args.tftp.single_port);
+        assert_eq!(args.tftp.max_blksize, 1432);
+        assert_eq!(args.dhcp_port, 67, "untouched defaults stay");
+    }
+
+    #[test]
+    fn typos_are_errors_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bootherd.yaml");
+        std::fs::write(&path, "ports:\n  http: 8081\ntftp:\n  singel_port: true\n").unwrap();
+        let err = format!("{:#}", load(&path).unwrap_err());
+        assert!(
+            err.contains("singel_port") && err.contains("line 4"),
+            "{err}"
+        );
+        std::fs::write(&path, "tftp:\n  port_range: 300:200\n").unwrap();
+        assert!(format!("{:#}", load(&path).unwrap_err()).contains("port_range"));
+    }
+}
