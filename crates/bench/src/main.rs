@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bootherd_testkit::netns::{self, Netns};
+use bootherd_testkit::pattern;
 use clap::Parser;
 use servers::{Peer, Programs};
 use tftp_client::GetOptions;
@@ -84,18 +85,6 @@ struct Files {
     small: Vec<u8>,
 }
 
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
@@ -143,9 +132,9 @@ fn main() -> anyhow::Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
     let files = Files {
-        big: pattern(big_len, 1),
-        boot: pattern(1 << 20, 2),
-        small: pattern(512, 3),
+        big: pattern(big_len),
+        boot: pattern(1 << 20),
+        small: pattern(512),
         dir,
     };
     fs::write(files.dir.path().join("big.bin"), &files.big)?;

@@ -26,29 +26,6 @@ impl fmt::Display for MacAddr {
     }
 }
 
-impl std::str::FromStr for MacAddr {
-    type Err = String;
-
-    /// Accepts `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff` and `aabbccddeeff`, any case.
-    fn from_str(text: &str) -> Result<MacAddr, String> {
-        let hex: String = text
-            .chars()
-            .filter(|c| !matches!(c, ':' | '-' | '.'))
-            .collect();
-        let bad = || {
-            format!("{text:?} is not a MAC address (expected six hex bytes like 52:54:00:12:34:56)")
-        };
-        if hex.len() != 12 {
-            return Err(bad());
-        }
-        let mut mac = [0u8; 6];
-        for (i, byte) in mac.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(MacAddr(mac))
-    }
-}
-
 /// Which of our ports a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServerPort {
