@@ -81,7 +81,7 @@ pub(crate) struct ProfileSpec {
     /// Boot from the local disk.
     #[arg(long)]
     local_disk: bool,
-    /// Chain to this iPXE script URL (e.g. https://boot.netboot.xyz).
+    /// Chain to this iPXE script URL, e.g. `https://boot.netboot.xyz`.
     #[arg(long, value_name = "URL")]
     chain: Option<String>,
     /// A raw boot file for an architecture, ARCH=FILE (repeatable), e.g. bios=pxelinux.0.
