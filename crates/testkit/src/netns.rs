@@ -141,6 +141,11 @@ impl Lan {
         }
     }
 
+    /// The namespace that holds the bridge (for taps of virtual machines).
+    pub fn namespace(&self) -> &Netns {
+        &self.ns
+    }
+
     /// Attaches `host` to the bridge; gives its end `addr` (CIDR) unless `None`. Returns the
     /// host's interface name.
     pub fn attach(&self, host: &Netns, addr: Option<&str>) -> String {
