@@ -33,7 +33,9 @@ enum Firmware {
 fn kernel_path() -> PathBuf {
     std::env::var_os("BOOTHERD_TEST_KERNEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/firmware-payload/vmlinuz"))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/firmware-payload/vmlinuz")
+        })
 }
 
 /// Everything needed, or why not. Outside CI a missing prerequisite skips with a message; in CI
@@ -45,15 +47,27 @@ fn prerequisites() -> bool {
     let kernel = kernel_path();
     let missing: Vec<String> = ["qemu-system-x86_64", "cpio", "busybox", "nft"]
         .iter()
-        .filter(|p| !Path::new("/usr/bin").join(p).exists() && !Path::new("/usr/sbin").join(p).exists() && !Path::new("/bin").join(p).exists())
+        .filter(|p| {
+            !Path::new("/usr/bin").join(p).exists()
+                && !Path::new("/usr/sbin").join(p).exists()
+                && !Path::new("/bin").join(p).exists()
+        })
         .map(|p| p.to_string())
-        .chain(["/usr/share/OVMF/OVMF_CODE.fd", "/usr/lib/ipxe/snponly.efi"].iter().filter(|f| !Path::new(f).exists()).map(|f| f.to_string()))
+        .chain(
+            ["/usr/share/OVMF/OVMF_CODE.fd", "/usr/lib/ipxe/snponly.efi"]
+                .iter()
+                .filter(|f| !Path::new(f).exists())
+                .map(|f| f.to_string()),
+        )
         .chain((!kernel.exists()).then(|| kernel.display().to_string()))
         .collect();
     if missing.is_empty() {
         return true;
     }
-    let message = format!("firmware tests need {} (the README's test command installs and prepares them)", missing.join(", "));
+    let message = format!(
+        "firmware tests need {} (the README's test command installs and prepares them)",
+        missing.join(", ")
+    );
     assert!(std::env::var_os("CI").is_none(), "{message}");
     eprintln!("skipping: {message}");
     false
@@ -65,18 +79,29 @@ fn build_initrd(dir: &Path) -> PathBuf {
     for sub in ["bin", "proc", "dev"] {
         fs::create_dir_all(root.join(sub)).unwrap();
     }
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].iter().find(|p| Path::new(p).exists()).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
     fs::copy(busybox, root.join("bin/busybox")).unwrap();
     fs::write(
         root.join("init"),
         "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n/bin/busybox echo BOOTHERD-PAYLOAD-MARKER\n/bin/busybox echo \"cmdline: $(/bin/busybox cat /proc/cmdline)\"\n/bin/busybox poweroff -f\n",
     )
     .unwrap();
-    fs::set_permissions(root.join("init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        root.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let out = dir.join("initrd.gz");
     let status = Command::new("sh")
         .arg("-c")
-        .arg(format!("cd '{}' && find . | cpio -o -H newc 2>/dev/null | gzip -1 > '{}'", root.display(), out.display()))
+        .arg(format!(
+            "cd '{}' && find . | cpio -o -H newc 2>/dev/null | gzip -1 > '{}'",
+            root.display(),
+            out.display()
+        ))
         .status()
         .unwrap();
     assert!(status.success(), "building the initramfs failed");
@@ -95,7 +120,15 @@ fn accelerator(kernel: &Path, initrd: &Path, logs: &Path) -> &'static str {
     if Path::new("/dev/kvm").exists() {
         let log = logs.join("kvm-probe.log");
         let child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "kvm", "-nographic", "-m", "256", "-no-reboot", "-kernel"])
+            .args([
+                "-accel",
+                "kvm",
+                "-nographic",
+                "-m",
+                "256",
+                "-no-reboot",
+                "-kernel",
+            ])
             .arg(kernel)
             .arg("-initrd")
             .arg(initrd)
@@ -190,11 +223,30 @@ impl Lab {
         fs::copy(kernel_path(), &kernel).unwrap();
         let accel = accelerator(&kernel, &initrd, logs.path());
         let d = data.path().to_str().unwrap();
-        cli(&["image", "add", "lin", kernel.to_str().unwrap(), initrd.to_str().unwrap(), "--data", d]);
+        cli(&[
+            "image",
+            "add",
+            "lin",
+            kernel.to_str().unwrap(),
+            initrd.to_str().unwrap(),
+            "--data",
+            d,
+        ]);
         for token in ["alpha", "beta", "gamma"] {
             cli(&[
-                "profile", "add", token, "--image", "lin", "--kernel", "vmlinuz", "--initrd", "initrd.gz", "--cmdline",
-                &format!("console=ttyS0 bootherd.token={token}"), "--data", d,
+                "profile",
+                "add",
+                token,
+                "--image",
+                "lin",
+                "--kernel",
+                "vmlinuz",
+                "--initrd",
+                "initrd.gz",
+                "--cmdline",
+                &format!("console=ttyS0 bootherd.token={token}"),
+                "--data",
+                d,
             ]);
         }
         Lab {
@@ -212,9 +264,20 @@ impl Lab {
 
     fn start_bootherd(&mut self, extra: &[&str]) {
         self.bootherd = None;
-        let mut args = vec!["serve", "--data", self.data.path().to_str().unwrap(), "--interface", &self.boot_if];
+        let mut args = vec![
+            "serve",
+            "--data",
+            self.data.path().to_str().unwrap(),
+            "--interface",
+            &self.boot_if,
+        ];
         args.extend_from_slice(extra);
-        let daemon = Daemon::spawn(Path::new(BIN), &args, &self.logs.path().join("bootherd.log"), Some(self.boot_ns.name()));
+        let daemon = Daemon::spawn(
+            Path::new(BIN),
+            &args,
+            &self.logs.path().join("bootherd.log"),
+            Some(self.boot_ns.name()),
+        );
         daemon.wait_for_log(&["HTTP boot server listening"], Duration::from_secs(10));
         self.bootherd = Some(daemon);
     }
@@ -235,15 +298,31 @@ impl Lab {
     fn boot(&self, firmware: Firmware, mac: &str, timeout: Duration) -> Result<String, String> {
         static TAPS: AtomicU32 = AtomicU32::new(0);
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let tap = format!("tp{}{}", std::process::id() % 10000, TAPS.fetch_add(1, Ordering::Relaxed));
+        let tap = format!(
+            "tp{}{}",
+            std::process::id() % 10000,
+            TAPS.fetch_add(1, Ordering::Relaxed)
+        );
         let lan = self.lan_ns();
         lan.ip(&["tuntap", "add", "dev", &tap, "mode", "tap"]);
         lan.ip(&["link", "set", &tap, "master", "br0"]);
         lan.ip(&["link", "set", &tap, "up"]);
         let serial = self.logs.path().join(format!("serial-{tap}.log"));
         let mut command = lan.command("qemu-system-x86_64");
-        command.args(["-accel", self.accel, "-nographic", "-m", "512", "-no-reboot", "-boot", "n"]);
-        command.args(["-netdev", &format!("tap,id=n0,ifname={tap},script=no,downscript=no")]);
+        command.args([
+            "-accel",
+            self.accel,
+            "-nographic",
+            "-m",
+            "512",
+            "-no-reboot",
+            "-boot",
+            "n",
+        ]);
+        command.args([
+            "-netdev",
+            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        ]);
         match firmware {
             Firmware::Bios => {
                 command.args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")]);
@@ -252,10 +331,19 @@ impl Lab {
                 let vars = self.logs.path().join(format!("vars-{tap}.fd"));
                 fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &vars).unwrap();
                 command
-                    .args(["-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd"])
-                    .args(["-drive", &format!("if=pflash,format=raw,file={}", vars.display())])
+                    .args([
+                        "-drive",
+                        "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd",
+                    ])
+                    .args([
+                        "-drive",
+                        &format!("if=pflash,format=raw,file={}", vars.display()),
+                    ])
                     // No option ROM: EDK2's own PXE client does DHCP and TFTP.
-                    .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac},romfile=")]);
+                    .args([
+                        "-device",
+                        &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+                    ]);
             }
         }
         let child = command
@@ -269,7 +357,9 @@ impl Lab {
         // Let the line finish.
         std::thread::sleep(Duration::from_millis(300));
         vm.stop();
-        let _ = Command::new("ip").args(["-n", lan.name(), "link", "del", &tap]).status();
+        let _ = Command::new("ip")
+            .args(["-n", lan.name(), "link", "del", &tap])
+            .status();
         let log = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
         if booted { Ok(log) } else { Err(log) }
     }
@@ -280,7 +370,14 @@ impl Lab {
 
     fn diagnostics(&self, serial: &str) -> String {
         let read = |name: &str| fs::read_to_string(self.logs.path().join(name)).unwrap_or_default();
-        let tail: String = serial.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = serial
+            .chars()
+            .rev()
+            .take(3000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!(
             "--- serial (end) ---\n{tail}\n--- bootherd ---\n{}\n--- dnsmasq ---\n{}",
             read("bootherd.log"),
@@ -291,22 +388,37 @@ impl Lab {
     fn expect_boot(&self, firmware: Firmware, mac: &str, token: &str) {
         match self.boot(firmware, mac, BOOT_TIMEOUT) {
             Ok(log) => {
-                let line = log.lines().find(|l| l.contains("cmdline: ")).unwrap_or_default().to_string();
-                assert!(log.contains("BOOTHERD-PAYLOAD-MARKER"), "no marker\n{}", self.diagnostics(&log));
+                let line = log
+                    .lines()
+                    .find(|l| l.contains("cmdline: "))
+                    .unwrap_or_default()
+                    .to_string();
+                assert!(
+                    log.contains("BOOTHERD-PAYLOAD-MARKER"),
+                    "no marker\n{}",
+                    self.diagnostics(&log)
+                );
                 assert!(
                     line.contains(&format!("bootherd.token={token}")),
                     "{firmware:?} {mac} booted the wrong profile: {line}\n{}",
                     self.diagnostics(&log)
                 );
             }
-            Err(log) => panic!("{firmware:?} {mac} did not boot within {BOOT_TIMEOUT:?}\n{}", self.diagnostics(&log)),
+            Err(log) => panic!(
+                "{firmware:?} {mac} did not boot within {BOOT_TIMEOUT:?}\n{}",
+                self.diagnostics(&log)
+            ),
         }
     }
 }
 
 fn cli(args: &[&str]) {
     let output = Command::new(BIN).args(args).output().unwrap();
-    assert!(output.status.success(), "bootherd {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "bootherd {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -325,7 +437,10 @@ fn bios_and_uefi_boot_their_profiles_and_boot_once_falls_back() {
     // ipxe.efi by TFTP, and iPXE continues over HTTP.
     lab.expect_boot(Firmware::Uefi, "52:54:00:aa:00:02", "gamma");
     let log = lab.bootherd.as_ref().unwrap().log();
-    assert!(log.contains("port=\"4011\"") && log.contains("outcome=completed"), "{log}");
+    assert!(
+        log.contains("port=\"4011\"") && log.contains("outcome=completed"),
+        "{log}"
+    );
 }
 
 /// The field's classic: a firewall that lets only port 69 (and DHCP and HTTP) through. With
@@ -339,7 +454,11 @@ fn strict_firewall_needs_single_port_mode() {
     let mut lab = Lab::new();
     let ns = lab.boot_ns.name().to_string();
     let nft = |rule: &str| {
-        let status = Command::new("ip").args(["netns", "exec", &ns, "nft"]).args(rule.split(' ')).status().unwrap();
+        let status = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft"])
+            .args(rule.split(' '))
+            .status()
+            .unwrap();
         assert!(status.success(), "nft {rule}");
     };
     nft("add table inet fw");
@@ -349,10 +468,16 @@ fn strict_firewall_needs_single_port_mode() {
     lab.start_bootherd(&[]);
     lab.assign("52:54:00:aa:00:03", "alpha", None);
     if let Ok(log) = lab.boot(Firmware::Uefi, "52:54:00:aa:00:03", Duration::from_secs(75)) {
-        panic!("booted through a firewall that drops ephemeral TFTP ports; the test cannot tell\n{}", lab.diagnostics(&log));
+        panic!(
+            "booted through a firewall that drops ephemeral TFTP ports; the test cannot tell\n{}",
+            lab.diagnostics(&log)
+        );
     }
     let log = lab.bootherd.as_ref().unwrap().log();
-    assert!(log.contains("TFTP transfer finished") && log.contains("timed out"), "{log}");
+    assert!(
+        log.contains("TFTP transfer finished") && log.contains("timed out"),
+        "{log}"
+    );
     lab.start_bootherd(&["--single-port"]);
     lab.expect_boot(Firmware::Uefi, "52:54:00:aa:00:03", "alpha");
 }
@@ -368,7 +493,11 @@ fn lossy_network_still_boots() {
     let mut lab = Lab::new();
     let ns = lab.boot_ns.name().to_string();
     let nft = |rule: &str| {
-        let status = Command::new("ip").args(["netns", "exec", &ns, "nft"]).args(rule.split(' ')).status().unwrap();
+        let status = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft"])
+            .args(rule.split(' '))
+            .status()
+            .unwrap();
         assert!(status.success(), "nft {rule}");
     };
     nft("add table inet loss");
