@@ -290,7 +290,7 @@ fn main() -> anyhow::Result<()> {
         )?);
     }
 
-    let report = render(&cli, &tables, &peers)?;
+    let report = render(&cli, &tables)?;
     if let Some(parent) = cli.out.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -513,7 +513,7 @@ fn version(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn render(cli: &Cli, tables: &[Table], peers: &[Peer]) -> anyhow::Result<String> {
+fn render(cli: &Cli, tables: &[Table]) -> anyhow::Result<String> {
     let mut out = String::new();
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -706,7 +706,6 @@ fn render(cli: &Cli, tables: &[Table], peers: &[Peer]) -> anyhow::Result<String>
             )?;
         }
     }
-    let _ = peers;
     // Hand-written findings that go with the figures (profiling, changes made, assessment).
     if let Ok(notes) = fs::read_to_string("bench/notes.md") {
         writeln!(out)?;

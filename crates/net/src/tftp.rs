@@ -399,7 +399,7 @@ impl TransferTask {
         let local_ip = self.arrival.local;
         let started = Instant::now();
         let counters = self.shared.service.counters.clone();
-        let result = self.start().await;
+        let result = self.start();
         let (mut transfer, link) = match result {
             Ok(pair) => pair,
             Err(refusal) => {
@@ -482,7 +482,7 @@ impl TransferTask {
         }
     }
 
-    async fn start(&mut self) -> Result<(Transfer, Link), Refusal> {
+    fn start(&mut self) -> Result<(Transfer, Link), Refusal> {
         let service = &self.shared.service;
         let mut config = service.config.transfer;
         if service.config.cap_blksize_to_mtu && asks_for_blksize(&self.request) {

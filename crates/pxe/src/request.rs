@@ -109,6 +109,8 @@ pub enum Ignored {
     NotPxeClient(String),
     #[error("REQUEST addressed to another server ({0}), not to us")]
     OtherServer(Ipv4Addr),
+    #[error("REQUEST without a server identifier (a lease renewal or reboot), not for a proxy")]
+    Renewal,
     #[error("hardware type {0} is not Ethernet")]
     Hardware(u8),
     #[error("declined by boot policy: {reason}")]
@@ -261,7 +263,7 @@ pub fn classify(message: &v4::Message, arrival: Arrival) -> Result<PxeRequest, I
         match server_id {
             Some(ip) if ip == arrival.local_ip => {}
             Some(ip) => return Err(Ignored::OtherServer(ip)),
-            None => return Err(Ignored::OtherServer(Ipv4Addr::UNSPECIFIED)),
+            None => return Err(Ignored::Renewal),
         }
     }
     let chaddr = message.chaddr();
