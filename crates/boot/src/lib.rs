@@ -8,13 +8,15 @@
 pub mod script;
 pub mod timeline;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bootherd_pxe::{BootOffer, BootPolicy, EventSink, Firmware, PxeEvent, PxeRequest};
 use bootherd_store::{Mac, Name, Profile, State, Store, UnknownMachines};
-use bootherd_tftp::{DirSource, FileContent, FileSource, SourceError, TftpPath};
+use bootherd_tftp::{
+    DirSource, FileContent, FileSource, SourceError, TftpPath, TransferObserver, TransferReport,
+};
 use script::HttpBase;
 use timeline::Timeline;
 use tracing::warn;
@@ -348,12 +350,16 @@ impl EventSink for Boot {
                 vendor_class,
                 guid,
                 local_ip,
+                client_ip,
                 ..
             } => {
                 let mac = mac_of(mac);
                 {
                     let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
                     let entry = seen.entry(mac).or_default();
+                    if client_ip.is_some() {
+                        entry.address = client_ip;
+                    }
                     entry.arch = arch.to_string();
                     entry.firmware = firmware.name().to_string();
                     entry.vendor_class = vendor_class;
@@ -414,6 +420,49 @@ impl Boot {
         seen.iter()
             .find(|(_, s)| s.address == Some(address))
             .map(|(mac, _)| *mac)
+    }
+}
+
+impl TransferObserver for Boot {
+    fn transfer_finished(&self, report: &TransferReport<'_>) {
+        let IpAddr::V4(ip) = report.client.ip() else {
+            return;
+        };
+        let Some(mac) = self.machine_at(ip) else {
+            return;
+        };
+        let what = if report.outcome.is_success() {
+            "TFTP transfer"
+        } else {
+            "TFTP transfer failed"
+        };
+        self.timeline.record(
+            mac,
+            what,
+            format!(
+                "{}: {} ({} bytes, {} ms)",
+                report.file,
+                report.outcome,
+                report.bytes,
+                report.duration.as_millis()
+            ),
+        );
+    }
+
+    fn request_refused(
+        &self,
+        client: std::net::SocketAddr,
+        file: &str,
+        refusal: &bootherd_tftp::Refusal,
+    ) {
+        let IpAddr::V4(ip) = client.ip() else { return };
+        if let Some(mac) = self.machine_at(ip) {
+            self.timeline.record(
+                mac,
+                "TFTP request refused",
+                format!("{file}: {}", refusal.message),
+            );
+        }
     }
 }
 

@@ -210,3 +210,36 @@ fn bootfile_profiles_and_ignored_machines() {
     assert!(boot.boot_offer(&request(Firmware::Pxe, 0)).is_err());
     assert!(boot.boot_offer(&request(Firmware::Ipxe, 0)).is_err());
 }
+
+#[test]
+fn tftp_transfers_land_on_the_timeline_of_the_machine_at_that_address() {
+    let f = fixture();
+    let boot = &f.boot;
+    let client = Ipv4Addr::new(10, 0, 0, 191);
+    boot.record(PxeEvent::Request {
+        mac: MacAddr(MAC),
+        port: ServerPort::ProxyDhcp,
+        message_type: "REQUEST".into(),
+        arch: Arch::from_code(7),
+        firmware: Firmware::Pxe,
+        vendor_class: "PXEClient".into(),
+        guid: None,
+        relay: None,
+        local_ip: Ipv4Addr::new(10, 0, 0, 2),
+        client_ip: Some(client),
+    });
+    let outcome = bootherd_tftp::Outcome::Completed;
+    boot.transfer_finished(&TransferReport {
+        client: std::net::SocketAddr::from((client, 1234)),
+        file: "snponly.efi",
+        write: false,
+        outcome: &outcome,
+        bytes: 123,
+        duration: std::time::Duration::from_millis(5),
+    });
+    let events = boot.timeline().events(&Mac(MAC));
+    let whats: Vec<&str> = events.iter().map(|e| e.what.as_str()).collect();
+    assert_eq!(whats, ["DHCP request", "TFTP transfer"]);
+    assert!(events[1].detail.contains("snponly.efi") && events[1].detail.contains("completed"));
+    assert_eq!(boot.seen(&Mac(MAC)).unwrap().arch, "efi-x64 (7)");
+}

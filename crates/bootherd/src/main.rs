@@ -19,7 +19,7 @@ use bootherd_pxe::ServerPort;
 use bootherd_store::Store;
 use bootherd_tftp::{
     DirSource, DirUploads, FileSource, FirstOf, NegotiationLimits, TimerConfig, TransferConfig,
-    UploadTarget,
+    TransferObserver, UploadTarget,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::task::JoinSet;
@@ -212,12 +212,17 @@ impl TftpTuning {
         Ok(Some(Arc::new(uploads)))
     }
 
-    fn service(&self, source: Arc<dyn FileSource>) -> anyhow::Result<TftpService> {
+    fn service(
+        &self,
+        source: Arc<dyn FileSource>,
+        observer: Option<Arc<dyn TransferObserver>>,
+    ) -> anyhow::Result<TftpService> {
         Ok(TftpService {
             config: self.config(),
             source,
             uploads: self.uploads()?,
             counters: Arc::new(TftpCounters::default()),
+            observer,
         })
     }
 }
@@ -325,7 +330,7 @@ async fn run_tftp(args: TftpArgs) -> anyhow::Result<()> {
     let source = root_source(&args.root)?;
     let socket = bind_udp(args.listen)?;
     info!(root = %source.root().display(), listen = %socket.local_addr()?, "serving TFTP");
-    let service = args.tftp.service(Arc::new(source))?;
+    let service = args.tftp.service(Arc::new(source), None)?;
     let shutdown = CancellationToken::new();
     let mut services = JoinSet::new();
     services.spawn(named(
@@ -383,7 +388,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         events: boot.clone(),
         counters: Arc::new(DhcpCounters::default()),
     };
-    let tftp = args.tftp.service(boot.clone())?;
+    let tftp = args.tftp.service(boot.clone(), Some(boot.clone()))?;
 
     let dhcp_socket = bind_udp(SocketAddr::from((args.bind, args.dhcp_port)))?;
     let proxy_socket = bind_udp(SocketAddr::from((args.bind, args.proxy_port)))?;

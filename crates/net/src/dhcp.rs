@@ -188,6 +188,7 @@ fn request_event(request: &pxe::PxeRequest) -> PxeEvent {
         guid: request.guid.clone(),
         relay: request.relay,
         local_ip: request.arrival.local_ip,
+        client_ip: (!request.ciaddr.is_unspecified()).then_some(request.ciaddr),
     }
 }
 

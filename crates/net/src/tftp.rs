@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bootherd_tftp::packet::{self, ErrorCode, MAX_BLKSIZE, MIN_BLKSIZE};
 use bootherd_tftp::{
-    ErrorRateLimiter, FileSource, Outcome, Packet, Refusal, Transfer, TransferConfig, UploadTarget,
-    Uploads, accept,
+    ErrorRateLimiter, FileSource, Outcome, Packet, Refusal, Transfer, TransferConfig,
+    TransferObserver, TransferReport, UploadTarget, Uploads, accept,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -97,6 +97,8 @@ pub struct TftpService {
     pub source: Arc<dyn FileSource>,
     pub uploads: Option<Arc<dyn UploadTarget>>,
     pub counters: Arc<TftpCounters>,
+    /// Told about every transfer and refusal (machine timelines).
+    pub observer: Option<Arc<dyn TransferObserver>>,
 }
 
 /// Largest datagram we accept on the listening port: a request can exceed 512 bytes with many
@@ -411,6 +413,9 @@ impl TransferTask {
                     Packet::Rrq(r) | Packet::Wrq(r) => Some(r.filename.to_string()),
                     _ => None,
                 });
+                if let Some(observer) = &self.shared.service.observer {
+                    observer.request_refused(client, file.as_deref().unwrap_or("?"), &refusal);
+                }
                 warn!(
                     %client,
                     file = file.as_deref().unwrap_or("?"),
@@ -463,6 +468,16 @@ impl TransferTask {
                     "TFTP transfer finished"
                 )
             };
+        }
+        if let Some(observer) = &self.shared.service.observer {
+            observer.transfer_finished(&TransferReport {
+                client,
+                file: &params.filename,
+                write: transfer.is_write(),
+                outcome: &outcome,
+                bytes: stats.bytes,
+                duration: started.elapsed(),
+            });
         }
         if success {
             transfer_event!(info);

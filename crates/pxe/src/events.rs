@@ -22,6 +22,9 @@ pub enum PxeEvent {
         guid: Option<Vec<u8>>,
         relay: Option<Ipv4Addr>,
         local_ip: Ipv4Addr,
+        /// The client's own address when it already has one (ciaddr, e.g. in the port-4011
+        /// request), so later TFTP and HTTP requests can be matched to the machine.
+        client_ip: Option<Ipv4Addr>,
     },
     /// We answered it.
     Replied {

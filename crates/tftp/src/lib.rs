@@ -33,6 +33,7 @@ pub use source::{
 };
 pub use timer::TimerConfig;
 pub use transfer::{
-    ErrorRateLimiter, Outcome, Params, Refusal, Stats, Transfer, TransferConfig, Uploads, accept,
+    ErrorRateLimiter, Outcome, Params, Refusal, Stats, Transfer, TransferConfig, TransferObserver,
+    TransferReport, Uploads, accept,
 };
 pub use write::WriteTransfer;

@@ -6,7 +6,8 @@
 //! `handle_packet`, `handle_timeout`, `poll_transmit`, `poll_timeout`.
 
 use std::fmt;
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use crate::options::{self, NegotiationLimits, RequestedOptions};
 use crate::packet::{ErrorCode, Mode, Packet, Request};
@@ -327,4 +328,23 @@ impl Default for ErrorRateLimiter {
     fn default() -> Self {
         ErrorRateLimiter::new(20, 20)
     }
+}
+
+/// A finished transfer, as observers see it.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferReport<'a> {
+    pub client: SocketAddr,
+    pub file: &'a str,
+    pub write: bool,
+    pub outcome: &'a Outcome,
+    pub bytes: u64,
+    pub duration: Duration,
+}
+
+/// Told about every transfer and refusal (the boot crate puts them on machine timelines). Must
+/// not block: it runs on the network task.
+pub trait TransferObserver: Send + Sync + fmt::Debug {
+    fn transfer_finished(&self, report: &TransferReport<'_>);
+
+    fn request_refused(&self, _client: SocketAddr, _file: &str, _refusal: &Refusal) {}
 }
