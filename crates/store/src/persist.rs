@@ -89,6 +89,28 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    /// The mechanism behind crash safety: the file is replaced by a rename (a new inode), never
+    /// rewritten in place, so a reader or a crash sees the old bytes or the new ones.
+    #[test]
+    fn the_file_is_replaced_not_rewritten() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.yaml");
+        write_atomic(&path, b"old").unwrap();
+        let before = fs::metadata(&path).unwrap().ino();
+        let reader = File::open(&path).unwrap();
+        write_atomic(&path, b"new contents").unwrap();
+        assert_ne!(
+            fs::metadata(&path).unwrap().ino(),
+            before,
+            "rewritten in place"
+        );
+        // A reader that opened the old version still reads it, whole.
+        let mut old = String::new();
+        io::Read::read_to_string(&mut &reader, &mut old).unwrap();
+        assert_eq!(old, "old");
+    }
+
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();

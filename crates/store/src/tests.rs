@@ -318,6 +318,11 @@ fn writer_process() {
                 Ok(())
             })
             .unwrap();
+        // Tells the parent a write just completed, so it can aim its kill at the next one.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "written {i}");
+        let _ = out.flush();
     }
 }
 
@@ -325,8 +330,8 @@ fn writer_process() {
 fn killing_a_writer_never_leaves_a_broken_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for round in 0..25u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for round in 0..40u64 {
         assert!(Instant::now() < deadline, "crash test took too long");
         let mut child = Command::new(&exe)
             .args([
@@ -336,12 +341,24 @@ fn killing_a_writer_never_leaves_a_broken_state_file() {
                 "--test-threads=1",
             ])
             .env("BOOTHERD_STORE_CRASH_DIR", dir.path())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Kill points spread over the write loop; each round kills one writer.
-        std::thread::sleep(Duration::from_millis(60 + (round * 37) % 200));
+        // Wait for one to three completed writes, then kill a few milliseconds into the next
+        // one: the delays are spread so that kills land in serialising, writing, syncing and
+        // renaming.
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let mut seen = 0;
+        while seen < 1 + round % 3 {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("written ") => seen += 1,
+                Some(_) => {}
+                None => panic!("the writer exited"),
+            }
+        }
+        std::thread::sleep(Duration::from_micros((round * 7919) % 12_000));
         child.kill().unwrap();
         child.wait().unwrap();
         // Whatever moment the kill hit, the file is a complete version.
