@@ -93,8 +93,9 @@ impl Interfaces {
         }
     }
 
-    /// The selected interfaces now.
-    pub fn current(&self) -> Vec<Interface> {
+    /// Runs `f` on the selected interfaces, refreshing the list when it is older than
+    /// `REFRESH`. Every DHCP packet asks, so nothing is copied here.
+    fn with_current<T>(&self, f: impl FnOnce(&[Interface]) -> T) -> T {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = cache.0.is_some_and(|at| at.elapsed() < REFRESH);
         if !fresh {
@@ -106,20 +107,26 @@ impl Interfaces {
             }
             cache.0 = Some(Instant::now());
         }
-        cache.1.clone()
+        f(&cache.1)
+    }
+
+    /// The selected interfaces now.
+    pub fn current(&self) -> Vec<Interface> {
+        self.with_current(<[Interface]>::to_vec)
     }
 
     /// The selected interface with this index, if it is one.
     pub fn by_index(&self, index: u32) -> Option<Interface> {
-        self.current().into_iter().find(|i| i.index == index)
+        self.with_current(|all| all.iter().find(|i| i.index == index).cloned())
     }
 
     /// Every IPv4 address of the selected interfaces.
     pub fn addresses(&self) -> Vec<Ipv4Addr> {
-        self.current()
-            .into_iter()
-            .flat_map(|i| i.addresses)
-            .collect()
+        self.with_current(|all| {
+            all.iter()
+                .flat_map(|i| i.addresses.iter().copied())
+                .collect()
+        })
     }
 
     /// Names in the selection that match no interface, for a start-up warning.
