@@ -422,7 +422,7 @@ fn dhcp_scenario(
         match peer {
             Peer::Bootherd => {
                 command
-                    .args(["serve", "--root"])
+                    .args(["serve", "--data"])
                     .arg(root)
                     .arg("--bootloaders")
                     .arg(&bootloaders)

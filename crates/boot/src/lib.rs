@@ -356,6 +356,16 @@ impl EventSink for Boot {
                 let mac = mac_of(mac);
                 {
                     let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                    if !seen.contains_key(&mac) && seen.len() >= timeline::MACHINES {
+                        // Same bound as the timeline, for the same reason.
+                        let oldest = seen
+                            .iter()
+                            .min_by_key(|(_, s)| s.last_seen)
+                            .map(|(mac, _)| *mac);
+                        if let Some(oldest) = oldest {
+                            seen.remove(&oldest);
+                        }
+                    }
                     let entry = seen.entry(mac).or_default();
                     if client_ip.is_some() {
                         entry.address = client_ip;

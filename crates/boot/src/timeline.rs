@@ -9,6 +9,9 @@ use bootherd_store::Mac;
 
 /// Steps kept per machine.
 pub const PER_MACHINE: usize = 200;
+/// Machines kept. A flood of DHCP requests with made-up MAC addresses must not grow memory
+/// without bound: past this, the machine heard from least recently is forgotten.
+pub const MACHINES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelineEvent {
@@ -19,13 +22,33 @@ pub struct TimelineEvent {
 
 #[derive(Debug, Default)]
 pub struct Timeline {
-    machines: Mutex<HashMap<Mac, VecDeque<TimelineEvent>>>,
+    machines: Mutex<Machines>,
+}
+
+#[derive(Debug, Default)]
+struct Machines {
+    /// Incremented per event; orders machines by when they were last heard from.
+    clock: u64,
+    by_mac: HashMap<Mac, (u64, VecDeque<TimelineEvent>)>,
 }
 
 impl Timeline {
     pub fn record(&self, mac: Mac, what: &str, detail: String) {
         let mut machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
-        let events = machines.entry(mac).or_default();
+        machines.clock += 1;
+        let now = machines.clock;
+        if !machines.by_mac.contains_key(&mac) && machines.by_mac.len() >= MACHINES {
+            let oldest = machines
+                .by_mac
+                .iter()
+                .min_by_key(|(_, (touched, _))| *touched)
+                .map(|(mac, _)| *mac);
+            if let Some(oldest) = oldest {
+                machines.by_mac.remove(&oldest);
+            }
+        }
+        let (touched, events) = machines.by_mac.entry(mac).or_default();
+        *touched = now;
         if events.len() == PER_MACHINE {
             events.pop_front();
         }
@@ -39,8 +62,9 @@ impl Timeline {
     pub fn events(&self, mac: &Mac) -> Vec<TimelineEvent> {
         let machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
         machines
+            .by_mac
             .get(mac)
-            .map(|e| e.iter().cloned().collect())
+            .map(|(_, e)| e.iter().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -48,6 +72,25 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_in_machines() {
+        let timeline = Timeline::default();
+        for i in 0..MACHINES as u32 + 10 {
+            let b = i.to_be_bytes();
+            timeline.record(Mac([2, 0, b[0], b[1], b[2], b[3]]), "step", String::new());
+        }
+        assert_eq!(timeline.machines.lock().unwrap().by_mac.len(), MACHINES);
+        // The first machines, heard from longest ago, are the ones forgotten.
+        assert!(timeline.events(&Mac([2, 0, 0, 0, 0, 0])).is_empty());
+        let last = (MACHINES as u32 + 9).to_be_bytes();
+        assert_eq!(
+            timeline
+                .events(&Mac([2, 0, last[0], last[1], last[2], last[3]]))
+                .len(),
+            1
+        );
+    }
 
     #[test]
     fn bounded_per_machine() {
