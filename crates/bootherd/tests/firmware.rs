@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bootherd_testkit::netns::{self, Lan, Netns};
-use bootherd_testkit::{Daemon, require_program};
+use bootherd_testkit::{Daemon, lan_dhcp_server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bootherd");
 
@@ -193,30 +193,13 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
 
 impl Lab {
     fn new() -> Lab {
-        require_program("dnsmasq", "dnsmasq-base");
         let lan = Lan::create();
         let dhcp_ns = Netns::create("fwd");
         let boot_ns = Netns::create("fwb");
         let dhcp_if = lan.attach(&dhcp_ns, Some("10.77.0.1/24"));
         let boot_if = lan.attach(&boot_ns, Some("10.77.0.2/24"));
         let logs = tempfile::tempdir().unwrap();
-        let dnsmasq = Daemon::spawn(
-            Path::new("dnsmasq"),
-            &[
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--bind-interfaces",
-                &format!("--interface={dhcp_if}"),
-                "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h",
-                &format!("--dhcp-leasefile={}", logs.path().join("leases").display()),
-                "--pid-file=",
-                "--log-dhcp",
-                "--log-facility=-",
-            ],
-            &logs.path().join("dnsmasq.log"),
-            Some(dhcp_ns.name()),
-        );
+        let dnsmasq = lan_dhcp_server(&dhcp_ns, &dhcp_if, logs.path());
         let data = tempfile::tempdir().unwrap();
         let initrd = build_initrd(logs.path());
         let kernel = logs.path().join("vmlinuz");
@@ -364,6 +347,16 @@ impl Lab {
         if booted { Ok(log) } else { Err(log) }
     }
 
+    /// Adds an nftables rule (or table or chain) in bootherd's namespace.
+    fn nft(&self, rule: &str) {
+        let status = Command::new("ip")
+            .args(["netns", "exec", self.boot_ns.name(), "nft"])
+            .args(rule.split(' '))
+            .status()
+            .unwrap();
+        assert!(status.success(), "nft {rule}");
+    }
+
     fn lan_ns(&self) -> &Netns {
         self.lan.namespace()
     }
@@ -452,19 +445,10 @@ fn strict_firewall_needs_single_port_mode() {
         return;
     }
     let mut lab = Lab::new();
-    let ns = lab.boot_ns.name().to_string();
-    let nft = |rule: &str| {
-        let status = Command::new("ip")
-            .args(["netns", "exec", &ns, "nft"])
-            .args(rule.split(' '))
-            .status()
-            .unwrap();
-        assert!(status.success(), "nft {rule}");
-    };
-    nft("add table inet fw");
-    nft("add chain inet fw out { type filter hook output priority 0 ; policy accept ; }");
-    nft("add rule inet fw out udp sport { 67, 69, 4011 } accept");
-    nft("add rule inet fw out meta l4proto udp drop");
+    lab.nft("add table inet fw");
+    lab.nft("add chain inet fw out { type filter hook output priority 0 ; policy accept ; }");
+    lab.nft("add rule inet fw out udp sport { 67, 69, 4011 } accept");
+    lab.nft("add rule inet fw out meta l4proto udp drop");
     lab.start_bootherd(&[]);
     lab.assign("52:54:00:aa:00:03", "alpha", None);
     if let Ok(log) = lab.boot(Firmware::Uefi, "52:54:00:aa:00:03", Duration::from_secs(75)) {
@@ -491,20 +475,11 @@ fn lossy_network_still_boots() {
         return;
     }
     let mut lab = Lab::new();
-    let ns = lab.boot_ns.name().to_string();
-    let nft = |rule: &str| {
-        let status = Command::new("ip")
-            .args(["netns", "exec", &ns, "nft"])
-            .args(rule.split(' '))
-            .status()
-            .unwrap();
-        assert!(status.success(), "nft {rule}");
-    };
-    nft("add table inet loss");
-    nft("add chain inet loss out { type filter hook output priority 0 ; policy accept ; }");
-    nft("add chain inet loss in { type filter hook input priority 0 ; policy accept ; }");
-    nft("add rule inet loss out numgen random mod 100 < 5 drop");
-    nft("add rule inet loss in numgen random mod 100 < 5 drop");
+    lab.nft("add table inet loss");
+    lab.nft("add chain inet loss out { type filter hook output priority 0 ; policy accept ; }");
+    lab.nft("add chain inet loss in { type filter hook input priority 0 ; policy accept ; }");
+    lab.nft("add rule inet loss out numgen random mod 100 < 5 drop");
+    lab.nft("add rule inet loss in numgen random mod 100 < 5 drop");
     lab.start_bootherd(&[]);
     lab.assign("52:54:00:aa:00:04", "beta", None);
     lab.expect_boot(Firmware::Uefi, "52:54:00:aa:00:04", "beta");

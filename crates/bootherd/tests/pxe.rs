@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bootherd_testkit::netns::{self, Lan, Netns};
 use bootherd_testkit::pxe_client::{self, ClientIdentity};
-use bootherd_testkit::{Daemon, pattern, require_program, run_with_timeout};
+use bootherd_testkit::{Daemon, lan_dhcp_server, pattern, require_program, run_with_timeout};
 use dhcproto::v4::{DhcpOption, OptionCode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bootherd");
@@ -34,7 +34,6 @@ struct Network {
 
 impl Network {
     fn start() -> Network {
-        require_program("dnsmasq", "dnsmasq-base");
         require_program("tftp", "tftp-hpa");
         let lan = Lan::create();
         let dhcp_ns = Netns::create("dhcp");
@@ -46,25 +45,7 @@ impl Network {
         let logs = tempfile::tempdir().unwrap();
 
         // The LAN's DHCP server: addresses only, no boot options at all.
-        let leases = logs.path().join("dnsmasq.leases");
-        let pid = logs.path().join("dnsmasq.pid");
-        let dnsmasq = Daemon::spawn(
-            Path::new("dnsmasq"),
-            &[
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--bind-interfaces",
-                &format!("--interface={dhcp_if}"),
-                "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h",
-                &format!("--dhcp-leasefile={}", leases.display()),
-                &format!("--pid-file={}", pid.display()),
-                "--log-dhcp",
-                "--log-facility=-",
-            ],
-            &logs.path().join("dnsmasq.log"),
-            Some(dhcp_ns.name()),
-        );
+        let dnsmasq = lan_dhcp_server(&dhcp_ns, &dhcp_if, logs.path());
 
         let files = tempfile::tempdir().unwrap();
         fs::create_dir(files.path().join("data")).unwrap();

@@ -333,3 +333,26 @@ pub fn pattern(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// dnsmasq as a LAN's ordinary DHCP server: addresses from 10.77.0.100-150, no boot options at
+/// all, DNS off, logging every DHCP exchange to `logs/dnsmasq.log`.
+pub fn lan_dhcp_server(netns: &netns::Netns, interface: &str, logs: &Path) -> Daemon {
+    require_program("dnsmasq", "dnsmasq-base");
+    Daemon::spawn(
+        Path::new("dnsmasq"),
+        &[
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--bind-interfaces",
+            &format!("--interface={interface}"),
+            "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h",
+            &format!("--dhcp-leasefile={}", logs.join("dnsmasq.leases").display()),
+            "--pid-file=",
+            "--log-dhcp",
+            "--log-facility=-",
+        ],
+        &logs.join("dnsmasq.log"),
+        Some(netns.name()),
+    )
+}
