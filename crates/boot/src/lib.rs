@@ -5,6 +5,7 @@
 //!
 //! It does no networking and no file serving itself.
 
+mod recent;
 pub mod script;
 pub mod timeline;
 
@@ -17,6 +18,7 @@ use bootherd_store::{Mac, Name, Profile, State, Store, UnknownMachines};
 use bootherd_tftp::{
     DirSource, FileContent, FileSource, SourceError, TftpPath, TransferObserver, TransferReport,
 };
+use recent::RecentMap;
 use script::HttpBase;
 use timeline::Timeline;
 use tracing::warn;
@@ -69,7 +71,7 @@ pub struct Boot {
     bootloaders: Arc<dyn FileSource>,
     http_port: u16,
     timeline: Timeline,
-    seen: Mutex<std::collections::HashMap<Mac, Seen>>,
+    seen: Mutex<RecentMap<Mac, Seen>>,
 }
 
 fn mac_of(mac: bootherd_pxe::MacAddr) -> Mac {
@@ -92,7 +94,7 @@ impl Boot {
             bootloaders,
             http_port,
             timeline: Timeline::default(),
-            seen: Mutex::default(),
+            seen: Mutex::new(RecentMap::new(timeline::MACHINES)),
         })
     }
 
@@ -356,17 +358,7 @@ impl EventSink for Boot {
                 let mac = mac_of(mac);
                 {
                     let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                    if !seen.contains_key(&mac) && seen.len() >= timeline::MACHINES {
-                        // Same bound as the timeline, for the same reason.
-                        let oldest = seen
-                            .iter()
-                            .min_by_key(|(_, s)| s.last_seen)
-                            .map(|(mac, _)| *mac);
-                        if let Some(oldest) = oldest {
-                            seen.remove(&oldest);
-                        }
-                    }
-                    let entry = seen.entry(mac).or_default();
+                    let entry = seen.touch(mac);
                     if client_ip.is_some() {
                         entry.address = client_ip;
                     }
@@ -421,7 +413,7 @@ impl Boot {
     /// can be matched to a machine (by the address it was last seen with).
     pub fn record_address(&self, mac: Mac, address: Ipv4Addr) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.entry(mac).or_default().address = Some(address);
+        seen.touch(mac).address = Some(address);
     }
 
     /// The machine last seen at `address`.

@@ -1,11 +1,13 @@
 //! Each machine's recent boot steps, newest last, bounded so a machine that boots in a loop
 //! cannot grow memory without limit. Kept in memory: it explains the current boot, not history.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use bootherd_store::Mac;
+
+use crate::recent::RecentMap;
 
 /// Steps kept per machine.
 pub const PER_MACHINE: usize = 200;
@@ -20,35 +22,23 @@ pub struct TimelineEvent {
     pub detail: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Timeline {
-    machines: Mutex<Machines>,
+    machines: Mutex<RecentMap<Mac, VecDeque<TimelineEvent>>>,
 }
 
-#[derive(Debug, Default)]
-struct Machines {
-    /// Incremented per event; orders machines by when they were last heard from.
-    clock: u64,
-    by_mac: HashMap<Mac, (u64, VecDeque<TimelineEvent>)>,
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            machines: Mutex::new(RecentMap::new(MACHINES)),
+        }
+    }
 }
 
 impl Timeline {
     pub fn record(&self, mac: Mac, what: &str, detail: String) {
         let mut machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
-        machines.clock += 1;
-        let now = machines.clock;
-        if !machines.by_mac.contains_key(&mac) && machines.by_mac.len() >= MACHINES {
-            let oldest = machines
-                .by_mac
-                .iter()
-                .min_by_key(|(_, (touched, _))| *touched)
-                .map(|(mac, _)| *mac);
-            if let Some(oldest) = oldest {
-                machines.by_mac.remove(&oldest);
-            }
-        }
-        let (touched, events) = machines.by_mac.entry(mac).or_default();
-        *touched = now;
+        let events = machines.touch(mac);
         if events.len() == PER_MACHINE {
             events.pop_front();
         }
@@ -62,9 +52,8 @@ impl Timeline {
     pub fn events(&self, mac: &Mac) -> Vec<TimelineEvent> {
         let machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
         machines
-            .by_mac
             .get(mac)
-            .map(|(_, e)| e.iter().cloned().collect())
+            .map(|e| e.iter().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -80,7 +69,7 @@ mod tests {
             let b = i.to_be_bytes();
             timeline.record(Mac([2, 0, b[0], b[1], b[2], b[3]]), "step", String::new());
         }
-        assert_eq!(timeline.machines.lock().unwrap().by_mac.len(), MACHINES);
+        assert_eq!(timeline.machines.lock().unwrap().len(), MACHINES);
         // The first machines, heard from longest ago, are the ones forgotten.
         assert!(timeline.events(&Mac([2, 0, 0, 0, 0, 0])).is_empty());
         let last = (MACHINES as u32 + 9).to_be_bytes();
