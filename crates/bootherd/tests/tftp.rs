@@ -40,6 +40,19 @@ impl Server {
         Self::start_in(root, extra)
     }
 
+    /// A server with the edge-size files and one past the block-number rollover; returns it
+    /// with the names of all of them.
+    fn with_every_edge_size() -> (Server, Vec<String>) {
+        let server = Server::start(&[]);
+        fs::write(server.root.join("rollover"), pattern(ROLLOVER_SIZE)).unwrap();
+        let names = SIZES
+            .iter()
+            .map(|s| format!("f{s}"))
+            .chain(["rollover".into()])
+            .collect();
+        (server, names)
+    }
+
     fn start_in(root: tempfile::TempDir, extra: &[&str]) -> Server {
         let logs = tempfile::tempdir().unwrap();
         let port = free_udp_port();
@@ -104,14 +117,8 @@ fn check_download(
 #[test]
 fn curl_fetches_every_edge_size_with_and_without_blksize() {
     require_program("curl", "curl");
-    let server = Server::start(&[]);
-    fs::write(server.root.join("rollover"), pattern(ROLLOVER_SIZE)).unwrap();
+    let (server, names) = Server::with_every_edge_size();
     let out_dir = tempfile::tempdir().unwrap();
-    let names: Vec<String> = SIZES
-        .iter()
-        .map(|s| format!("f{s}"))
-        .chain(["rollover".into()])
-        .collect();
     for name in &names {
         for blksize in [None, Some("1468"), Some("8192")] {
             let out = out_dir.path().join(name);
@@ -136,14 +143,8 @@ fn curl_fetches_every_edge_size_with_and_without_blksize() {
 #[test]
 fn tftp_hpa_fetches_in_octet_and_netascii() {
     require_program("tftp", "tftp-hpa");
-    let server = Server::start(&[]);
-    fs::write(server.root.join("rollover"), pattern(ROLLOVER_SIZE)).unwrap();
+    let (server, names) = Server::with_every_edge_size();
     let out_dir = tempfile::tempdir().unwrap();
-    let names: Vec<String> = SIZES
-        .iter()
-        .map(|s| format!("f{s}"))
-        .chain(["rollover".into()])
-        .collect();
     for name in &names {
         let out = out_dir.path().join(name);
         let output = run_with_timeout(
@@ -190,14 +191,8 @@ fn tftp_hpa_fetches_in_octet_and_netascii() {
 #[test]
 fn atftp_fetches_with_blksize_tsize_and_windowsize() {
     require_program("atftp", "atftp");
-    let server = Server::start(&[]);
-    fs::write(server.root.join("rollover"), pattern(ROLLOVER_SIZE)).unwrap();
+    let (server, names) = Server::with_every_edge_size();
     let out_dir = tempfile::tempdir().unwrap();
-    let names: Vec<String> = SIZES
-        .iter()
-        .map(|s| format!("f{s}"))
-        .chain(["rollover".into()])
-        .collect();
     for name in &names {
         for options in [
             &[][..],
@@ -226,14 +221,8 @@ fn atftp_fetches_with_blksize_tsize_and_windowsize() {
 #[test]
 fn busybox_fetches_with_and_without_blksize() {
     require_program("busybox", "busybox-static");
-    let server = Server::start(&[]);
-    fs::write(server.root.join("rollover"), pattern(ROLLOVER_SIZE)).unwrap();
+    let (server, names) = Server::with_every_edge_size();
     let out_dir = tempfile::tempdir().unwrap();
-    let names: Vec<String> = SIZES
-        .iter()
-        .map(|s| format!("f{s}"))
-        .chain(["rollover".into()])
-        .collect();
     for name in names {
         for blksize in [None, Some("1024")] {
             let out = out_dir.path().join(&name);

@@ -182,6 +182,19 @@ fn invalid_edits_are_reported_with_their_line_and_the_last_good_state_stays() {
     assert_eq!(store.state().defaults.unknown, UnknownMachines::Ignore);
 }
 
+fn assign_broken(store: &Store) -> Result<(), StoreError> {
+    store.update(|state| {
+        state.machines.insert(
+            mac("52:54:00:00:00:09"),
+            Machine {
+                profile: Some(name("broken")),
+                ..Machine::default()
+            },
+        );
+        Ok(())
+    })
+}
+
 #[test]
 fn validation_refuses_what_could_not_boot() {
     let (_dir, store) = store_with_image();
@@ -208,18 +221,7 @@ fn validation_refuses_what_could_not_boot() {
         })
         .unwrap();
     assert!(store.readiness(&name("broken")).unwrap()[0].contains("no file 'vmlinuz'"));
-    let err = store
-        .update(|state| {
-            state.machines.insert(
-                mac("52:54:00:00:00:09"),
-                Machine {
-                    profile: Some(name("broken")),
-                    ..Machine::default()
-                },
-            );
-            Ok(())
-        })
-        .unwrap_err();
+    let err = assign_broken(&store).unwrap_err();
     assert!(err.to_string().contains("vmlinuz"), "{err}");
     assert!(store.state().machines.is_empty());
     // Once the file exists, it can.
@@ -227,18 +229,7 @@ fn validation_refuses_what_could_not_boot() {
         .images()
         .import_reader(&name("debian"), "vmlinuz", &b"k"[..])
         .unwrap();
-    store
-        .update(|state| {
-            state.machines.insert(
-                mac("52:54:00:00:00:09"),
-                Machine {
-                    profile: Some(name("broken")),
-                    ..Machine::default()
-                },
-            );
-            Ok(())
-        })
-        .unwrap();
+    assign_broken(&store).unwrap();
     // Nested menus, dangling menu entries and bad URLs are refused.
     for bad in [
         Profile::Menu {
