@@ -20,7 +20,7 @@ use bootherd_tftp::{
 };
 use recent::RecentMap;
 use script::HttpBase;
-use timeline::Timeline;
+use timeline::{Step, Timeline};
 use tracing::warn;
 
 /// Bootloader file names to try, by architecture name, in order: the names of Debian's `ipxe`
@@ -114,6 +114,14 @@ impl Boot {
             .cloned()
     }
 
+    /// Every machine heard from recently, most recent first.
+    pub fn seen_machines(&self) -> Vec<(Mac, Seen)> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(Mac, Seen)> = seen.iter().map(|(m, s)| (*m, s.clone())).collect();
+        all.sort_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen));
+        all
+    }
+
     /// The base URL clients reach bootherd's HTTP server at, through `local_ip`.
     pub fn http_base(&self, local_ip: Ipv4Addr) -> HttpBase {
         if self.http_port == 80 {
@@ -155,6 +163,16 @@ impl Boot {
     /// The iPXE script for `mac`, with URLs on `base`. Fetching a boot-once profile's script
     /// uses it up: the machine falls back to its assigned profile on its next boot.
     pub fn script(&self, mac: &Mac, base: &HttpBase) -> String {
+        self.render_script(mac, base, true)
+    }
+
+    /// The script `mac` would get now, for people to look at: fetching it uses up nothing
+    /// and is not a boot step.
+    pub fn preview_script(&self, mac: &Mac, base: &HttpBase) -> String {
+        self.render_script(mac, base, false)
+    }
+
+    fn render_script(&self, mac: &Mac, base: &HttpBase, booting: bool) -> String {
         let state = self.store.state();
         match Self::decide(&state, mac) {
             Decision::Profile {
@@ -178,6 +196,9 @@ impl Boot {
                     ),
                     _ => script::single(&name, &profile, base),
                 };
+                if !booting {
+                    return text;
+                }
                 if once {
                     let mac = *mac;
                     let used = name.clone();
@@ -192,7 +213,7 @@ impl Boot {
                     match cleared {
                         Ok(()) => self.timeline.record(
                             mac,
-                            "boot-once used",
+                            Step::BootOnceUsed,
                             format!("'{name}' booted once; next boot uses the assigned profile"),
                         ),
                         Err(e) => warn!(%mac, error = %e, "could not clear the boot-once profile"),
@@ -200,7 +221,7 @@ impl Boot {
                 }
                 self.timeline.record(
                     *mac,
-                    "script fetched",
+                    Step::ScriptFetched,
                     format!("profile '{name}' ({})", profile.kind()),
                 );
                 text
@@ -216,11 +237,13 @@ impl Boot {
                                 .is_empty()
                     })
                     .collect();
-                self.timeline.record(
-                    *mac,
-                    "script fetched",
-                    format!("default menu ({} profiles)", ready.len()),
-                );
+                if booting {
+                    self.timeline.record(
+                        *mac,
+                        Step::ScriptFetched,
+                        format!("default menu ({} profiles)", ready.len()),
+                    );
+                }
                 script::menu(
                     "bootherd",
                     &ready,
@@ -230,11 +253,13 @@ impl Boot {
                 )
             }
             Decision::Ignore => {
-                self.timeline.record(
+                if booting {
+                    self.timeline.record(
                     *mac,
-                    "script fetched",
-                    "machine is ignored by the defaults: told to exit".to_string(),
-                );
+                    Step::ScriptFetched,
+                        "machine is ignored by the defaults: told to exit".to_string(),
+                    );
+                }
                 "#!ipxe\necho bootherd: this machine has no profile and unknown machines are ignored\nexit\n".to_string()
             }
         }
@@ -372,7 +397,7 @@ impl EventSink for Boot {
                 }
                 self.timeline.record(
                     mac,
-                    "DHCP request",
+                    Step::DhcpRequest,
                     format!(
                         "{message_type} on port {} via {local_ip}: {arch}, {}",
                         port.name(),
@@ -388,15 +413,15 @@ impl EventSink for Boot {
                 ..
             } => self.timeline.record(
                 mac_of(mac),
-                "boot offer sent",
+                Step::OfferSent,
                 format!("{message_type} with boot file '{bootfile}' to {destination}"),
             ),
             PxeEvent::Declined { mac, reason } => {
-                self.timeline.record(mac_of(mac), "not answered", reason)
+                self.timeline.record(mac_of(mac), Step::NotAnswered, reason)
             }
             PxeEvent::CompetingServer(offer) => self.timeline.record(
                 mac_of(offer.client),
-                "competing server",
+                Step::CompetingServer,
                 format!(
                     "{} also offered {}",
                     offer.server,
@@ -434,9 +459,9 @@ impl TransferObserver for Boot {
             return;
         };
         let what = if report.outcome.is_success() {
-            "TFTP transfer"
+            Step::TftpTransfer
         } else {
-            "TFTP transfer failed"
+            Step::TftpFailed
         };
         self.timeline.record(
             mac,
@@ -461,7 +486,7 @@ impl TransferObserver for Boot {
         if let Some(mac) = self.machine_at(ip) {
             self.timeline.record(
                 mac,
-                "TFTP request refused",
+                Step::TftpRefused,
                 format!("{file}: {}", refusal.message),
             );
         }

@@ -178,13 +178,13 @@ fn boot_once_is_used_once_then_falls_back() {
         second.contains("echo bootherd: booting disk\nexit"),
         "{second}"
     );
-    let steps: Vec<String> = boot
+    let steps: Vec<Step> = boot
         .timeline()
         .events(&Mac(MAC))
         .into_iter()
-        .map(|e| e.what)
+        .map(|e| e.step)
         .collect();
-    assert!(steps.contains(&"boot-once used".to_string()), "{steps:?}");
+    assert!(steps.contains(&Step::BootOnceUsed), "{steps:?}");
 }
 
 #[test]
@@ -238,8 +238,8 @@ fn tftp_transfers_land_on_the_timeline_of_the_machine_at_that_address() {
         duration: std::time::Duration::from_millis(5),
     });
     let events = boot.timeline().events(&Mac(MAC));
-    let whats: Vec<&str> = events.iter().map(|e| e.what.as_str()).collect();
-    assert_eq!(whats, ["DHCP request", "TFTP transfer"]);
+    let steps: Vec<Step> = events.iter().map(|e| e.step).collect();
+    assert_eq!(steps, [Step::DhcpRequest, Step::TftpTransfer]);
     assert!(events[1].detail.contains("snponly.efi") && events[1].detail.contains("completed"));
     assert_eq!(boot.seen(&Mac(MAC)).unwrap().arch, "efi-x64 (7)");
 }

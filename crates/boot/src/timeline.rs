@@ -1,11 +1,14 @@
 //! Each machine's recent boot steps, newest last, bounded so a machine that boots in a loop
 //! cannot grow memory without limit. Kept in memory: it explains the current boot, not history.
+//! [`diagnose`] turns a machine's steps into a plain-language account of where a boot stopped.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bootherd_store::Mac;
+use serde::Serialize;
+use tokio::sync::broadcast;
 
 use crate::recent::RecentMap;
 
@@ -14,39 +17,124 @@ pub const PER_MACHINE: usize = 200;
 /// Machines kept. A flood of DHCP requests with made-up MAC addresses must not grow memory
 /// without bound: past this, the machine heard from least recently is forgotten.
 pub const MACHINES: usize = 4096;
+/// Steps of all machines kept for the dashboard's "recent boots".
+pub const RECENT: usize = 100;
+
+/// One step of a network boot, in the order firmware takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// A DHCP DISCOVER/REQUEST on port 67 or 4011 reached us.
+    DhcpRequest,
+    /// We answered with a boot file.
+    OfferSent,
+    /// We chose not to answer (the detail says why).
+    NotAnswered,
+    /// Another server answered the same machine with boot information.
+    CompetingServer,
+    /// A TFTP transfer (bootloader or image file) completed.
+    TftpTransfer,
+    /// A TFTP transfer started but did not complete.
+    TftpFailed,
+    /// A TFTP request was refused (missing file, bad request).
+    TftpRefused,
+    /// iPXE fetched its script.
+    ScriptFetched,
+    /// The boot-once profile was used and cleared.
+    BootOnceUsed,
+    /// A file of an image (kernel, initrd) was fetched over HTTP.
+    FileFetched,
+}
+
+impl Step {
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::DhcpRequest => "DHCP request",
+            Step::OfferSent => "boot offer sent",
+            Step::NotAnswered => "not answered",
+            Step::CompetingServer => "competing server",
+            Step::TftpTransfer => "TFTP transfer",
+            Step::TftpFailed => "TFTP transfer failed",
+            Step::TftpRefused => "TFTP request refused",
+            Step::ScriptFetched => "script fetched",
+            Step::BootOnceUsed => "boot-once used",
+            Step::FileFetched => "file fetched",
+        }
+    }
+
+    /// Whether the step means something went wrong.
+    pub fn is_problem(self) -> bool {
+        matches!(
+            self,
+            Step::NotAnswered | Step::CompetingServer | Step::TftpFailed | Step::TftpRefused
+        )
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelineEvent {
     pub at: SystemTime,
-    pub what: String,
+    pub step: Step,
     pub detail: String,
+}
+
+/// A step of some machine, as the dashboard and live updates see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineEvent {
+    pub mac: Mac,
+    pub event: TimelineEvent,
 }
 
 #[derive(Debug)]
 pub struct Timeline {
     machines: Mutex<RecentMap<Mac, VecDeque<TimelineEvent>>>,
+    recent: Mutex<VecDeque<MachineEvent>>,
+    live: broadcast::Sender<MachineEvent>,
 }
 
 impl Default for Timeline {
     fn default() -> Self {
         Timeline {
             machines: Mutex::new(RecentMap::new(MACHINES)),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            // Subscribers that fall this far behind miss steps (and are told so): a slow
+            // browser must not hold memory for a boot storm's worth of events.
+            live: broadcast::channel(256).0,
         }
     }
 }
 
 impl Timeline {
-    pub fn record(&self, mac: Mac, what: &str, detail: String) {
-        let mut machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
-        let events = machines.touch(mac);
-        if events.len() == PER_MACHINE {
-            events.pop_front();
-        }
-        events.push_back(TimelineEvent {
+    pub fn record(&self, mac: Mac, step: Step, detail: String) {
+        let event = TimelineEvent {
             at: SystemTime::now(),
-            what: what.to_string(),
+            step,
             detail,
-        });
+        };
+        {
+            let mut machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
+            let events = machines.touch(mac);
+            if events.len() == PER_MACHINE {
+                events.pop_front();
+            }
+            events.push_back(event.clone());
+        }
+        let event = MachineEvent { mac, event };
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
+        // No subscriber is the normal case when nobody has the UI open.
+        let _ = self.live.send(event);
     }
 
     pub fn events(&self, mac: &Mac) -> Vec<TimelineEvent> {
@@ -56,6 +144,159 @@ impl Timeline {
             .map(|e| e.iter().cloned().collect())
             .unwrap_or_default()
     }
+
+    /// The latest steps of all machines, newest first.
+    pub fn recent(&self) -> Vec<MachineEvent> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().cloned().collect()
+    }
+
+    /// Every step recorded from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MachineEvent> {
+        self.live.subscribe()
+    }
+}
+
+/// How a machine's last boot attempt went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Nothing from this machine has reached bootherd (since it started).
+    NeverSeen,
+    /// The boot got as far as bootherd can see: the kernel or the hand-over was served.
+    Booted,
+    /// Steps are still arriving; too early to call.
+    InProgress,
+    /// The boot stopped before the end.
+    Stopped,
+}
+
+/// Where a machine's last boot attempt stopped, and what usually causes that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    pub verdict: Verdict,
+    /// What happened, in one sentence.
+    pub summary: String,
+    /// What usually causes it and what to check; empty when all went well.
+    pub advice: String,
+}
+
+/// How long a boot may go quiet between two steps before it counts as stopped. Firmware
+/// retries DHCP for about a minute and TFTP for tens of seconds before giving up.
+pub const QUIET: Duration = Duration::from_secs(90);
+
+/// Reads the steps of the machine's last boot attempt (from its last DHCP request that
+/// followed other steps) and says where it stopped.
+pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
+    let Some(last) = events.last() else {
+        return Diagnosis {
+            verdict: Verdict::NeverSeen,
+            summary: "No DHCP request from this machine has reached bootherd.".into(),
+            advice: "Check that the machine is set to boot from the network (first in the boot order, PXE/network stack enabled in the firmware), that it is on a network bootherd listens on (see the dashboard's interfaces), and that a router between them relays DHCP to bootherd's address (ip helper-address / dhcp-relay).".into(),
+        };
+    };
+    // One attempt holds several DHCP exchanges (the firmware's, then iPXE's after the
+    // bootloader transfer), so only a request after a script or file fetch starts a new one.
+    let start = events
+        .iter()
+        .rposition(|e| e.step == Step::DhcpRequest)
+        .map(|last_request| {
+            let mut start = last_request;
+            while start > 0 {
+                let previous = &events[start - 1];
+                if matches!(previous.step, Step::ScriptFetched | Step::FileFetched | Step::BootOnceUsed) {
+                    break;
+                }
+                start -= 1;
+            }
+            start
+        })
+        .unwrap_or(0);
+    let attempt = &events[start..];
+    let has = |step: Step| attempt.iter().any(|e| e.step == step);
+    let last_of = |step: Step| attempt.iter().rev().find(|e| e.step == step);
+    let quiet = now.duration_since(last.at).unwrap_or_default() >= QUIET;
+    let pending = |summary: &str, advice: &str| Diagnosis {
+        verdict: if quiet { Verdict::Stopped } else { Verdict::InProgress },
+        summary: summary.to_string(),
+        advice: if quiet { advice.to_string() } else { String::new() },
+    };
+    let competing = last_of(Step::CompetingServer)
+        .map(|e| format!(" Another server answered this machine too ({}); firmware often takes the first or the most complete offer.", e.detail))
+        .unwrap_or_default();
+
+    if let Some(file) = last_of(Step::FileFetched) {
+        return Diagnosis {
+            verdict: Verdict::Booted,
+            summary: format!("The machine fetched its boot files over HTTP (last: {}).", file.detail),
+            advice: String::new(),
+        };
+    }
+    if let Some(script) = last_of(Step::ScriptFetched) {
+        let detail = &script.detail;
+        let hands_over = detail.ends_with("(local-disk)") || detail.ends_with("(chain)") || detail.contains("told to exit");
+        if hands_over {
+            return Diagnosis {
+                verdict: Verdict::Booted,
+                summary: format!("iPXE fetched its script and was handed over: {detail}."),
+                advice: String::new(),
+            };
+        }
+        if detail.contains("menu") {
+            return pending(
+                &format!("iPXE showed the boot menu ({detail}); no kernel was fetched yet."),
+                "Someone may have picked local disk or the menu is waiting for a choice; an entry that fails right away usually has a kernel the machine cannot reach over HTTP (check that the HTTP port is open from the machine's network).",
+            );
+        }
+        return pending(
+            &format!("iPXE fetched its script ({detail}) but no kernel or initrd has been fetched."),
+            "The HTTP port (default 8080) is probably blocked between the machine and bootherd, or the kernel download failed in iPXE (look at the machine's console for an iPXE error code and search it at ipxe.org/err).",
+        );
+    }
+    if let Some(refused) = last_of(Step::TftpRefused) {
+        return Diagnosis {
+            verdict: Verdict::Stopped,
+            summary: format!("The machine asked for a file over TFTP and it was refused: {}.", refused.detail),
+            advice: "The firmware asked for a file bootherd does not serve. If it is not the file bootherd offered, another DHCP server is handing out its own next-server and boot file: remove its PXE options (dhcp-boot, option 66/67) or let bootherd answer alone.".to_string() + &competing,
+        };
+    }
+    if let Some(failed) = last_of(Step::TftpFailed) {
+        return Diagnosis {
+            verdict: Verdict::Stopped,
+            summary: format!("The bootloader transfer started but did not finish: {}.", failed.detail),
+            advice: "A timeout after the first packet is the classic firewall/NAT problem: replies come from a new port that the firewall drops. Run with --single-port (all TFTP on port 69) or open the transfer port range (--tftp-ports) in the firewall. Frequent loss on a busy link helps less with a bigger --tftp-timeout.".into(),
+        };
+    }
+    if has(Step::TftpTransfer) {
+        return pending(
+            "The bootloader was transferred, but iPXE has not fetched its script.",
+            "iPXE starts its own DHCP after loading: it must get an answer from bootherd again (ProxyDHCP on port 67 must be reachable, and the LAN's DHCP server must still hand out an address) and then reach bootherd's HTTP port. A firewall on the HTTP port or a DHCP pool without free addresses are the usual causes.",
+        );
+    }
+    if let Some(offer) = last_of(Step::OfferSent) {
+        let over_http = offer.detail.contains("http://");
+        if over_http {
+            return pending(
+                &format!("bootherd offered a boot script ({}) but it was never fetched.", offer.detail),
+                &format!("The machine could not reach bootherd's HTTP port: check the firewall between them, and that the address in the offer is reachable from the machine's network.{competing}"),
+            );
+        }
+        return pending(
+            &format!("bootherd sent a boot offer ({}) but the bootloader was never requested.", offer.detail),
+            &format!("Usually a firewall dropping TFTP (UDP 69) between the machine and bootherd, or a competing PXE server whose offer the firmware took instead. UEFI firmware also asks on port 4011: that port must be open too.{competing}"),
+        );
+    }
+    if let Some(declined) = last_of(Step::NotAnswered) {
+        return Diagnosis {
+            verdict: Verdict::Stopped,
+            summary: format!("bootherd did not answer this machine: {}.", declined.detail),
+            advice: "Fix what the reason names: assign a ready profile, add the bootloader the architecture needs, or change the defaults for unknown machines.".into(),
+        };
+    }
+    pending(
+        "The machine sent DHCP requests but bootherd has not answered yet.",
+        &format!("The request may not have been a PXE request bootherd can answer yet (firmware retries), or the reply was lost.{competing}"),
+    )
 }
 
 #[cfg(test)]
@@ -67,7 +308,7 @@ mod tests {
         let timeline = Timeline::default();
         for i in 0..MACHINES as u32 + 10 {
             let b = i.to_be_bytes();
-            timeline.record(Mac([2, 0, b[0], b[1], b[2], b[3]]), "step", String::new());
+            timeline.record(Mac([2, 0, b[0], b[1], b[2], b[3]]), Step::DhcpRequest, String::new());
         }
         assert_eq!(timeline.machines.lock().unwrap().len(), MACHINES);
         // The first machines, heard from longest ago, are the ones forgotten.
@@ -86,10 +327,100 @@ mod tests {
         let timeline = Timeline::default();
         let mac = Mac([2, 0, 0, 0, 0, 1]);
         for i in 0..PER_MACHINE + 5 {
-            timeline.record(mac, "step", i.to_string());
+            timeline.record(mac, Step::DhcpRequest, i.to_string());
         }
         let events = timeline.events(&mac);
         assert_eq!(events.len(), PER_MACHINE);
         assert_eq!(events[0].detail, "5");
+    }
+
+    fn attempt(steps: &[(Step, &str)], start: SystemTime) -> Vec<TimelineEvent> {
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, (step, detail))| TimelineEvent {
+                at: start + Duration::from_secs(i as u64),
+                step: *step,
+                detail: detail.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn diagnosis_of_each_stop() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let later = t0 + Duration::from_secs(600);
+        assert_eq!(diagnose(&[], later).verdict, Verdict::NeverSeen);
+
+        let offer_only = attempt(
+            &[
+                (Step::DhcpRequest, "DISCOVER on port 67"),
+                (Step::OfferSent, "OFFER with boot file 'undionly.kpxe' to 10.0.0.5:68"),
+            ],
+            t0,
+        );
+        let d = diagnose(&offer_only, later);
+        assert_eq!(d.verdict, Verdict::Stopped);
+        assert!(d.summary.contains("never requested"), "{d:?}");
+        assert!(d.advice.contains("firewall") && d.advice.contains("competing PXE server"));
+        // The same steps seconds ago: the firmware may still be on its way.
+        let d = diagnose(&offer_only, t0 + Duration::from_secs(3));
+        assert_eq!(d.verdict, Verdict::InProgress);
+        assert!(d.advice.is_empty());
+
+        let failed = attempt(
+            &[
+                (Step::DhcpRequest, ""),
+                (Step::OfferSent, ""),
+                (Step::TftpFailed, "undionly.kpxe: timed out"),
+            ],
+            t0,
+        );
+        let d = diagnose(&failed, t0 + Duration::from_secs(5));
+        assert_eq!(d.verdict, Verdict::Stopped);
+        assert!(d.advice.contains("--single-port"), "{d:?}");
+
+        let booted = attempt(
+            &[
+                (Step::DhcpRequest, ""),
+                (Step::OfferSent, ""),
+                (Step::TftpTransfer, "undionly.kpxe: completed"),
+                (Step::DhcpRequest, ""),
+                (Step::OfferSent, "with boot file 'http://10.0.0.1:8080/boot/x.ipxe'"),
+                (Step::ScriptFetched, "profile 'alpha' (linux)"),
+                (Step::FileFetched, "alpha/vmlinuz over HTTP"),
+            ],
+            t0,
+        );
+        assert_eq!(diagnose(&booted, later).verdict, Verdict::Booted);
+
+        // A new attempt after a good boot is judged on its own steps.
+        let mut again = booted.clone();
+        again.extend(attempt(
+            &[(Step::DhcpRequest, ""), (Step::NotAnswered, "unknown machine, ignored")],
+            t0 + Duration::from_secs(100),
+        ));
+        let d = diagnose(&again, later);
+        assert_eq!(d.verdict, Verdict::Stopped);
+        assert!(d.summary.contains("did not answer"), "{d:?}");
+
+        let local = attempt(
+            &[(Step::DhcpRequest, ""), (Step::ScriptFetched, "profile 'disk' (local-disk)")],
+            t0,
+        );
+        assert_eq!(diagnose(&local, later).verdict, Verdict::Booted);
+    }
+
+    #[test]
+    fn live_subscribers_and_recent_steps() {
+        let timeline = Timeline::default();
+        let mut live = timeline.subscribe();
+        let mac = Mac([2, 0, 0, 0, 0, 9]);
+        timeline.record(mac, Step::OfferSent, "x".into());
+        timeline.record(mac, Step::TftpTransfer, "y".into());
+        assert_eq!(live.try_recv().map(|e| e.event.step), Ok(Step::OfferSent));
+        let recent = timeline.recent();
+        assert_eq!(recent[0].event.step, Step::TftpTransfer);
+        assert_eq!(recent.len(), 2);
     }
 }

@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) ports: Ports,
     #[serde(default)]
     pub(crate) tftp: TftpSettings,
+    /// argon2 hash of the web UI's admin password (`bootherd password --print` makes one).
+    pub(crate) admin_password_hash: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +181,11 @@ impl Config {
             t.allow_overwrite
         );
         from_file!(matches, "max_retries", tuning.max_retries, t.max_retries);
+        if let Some(hash) = &self.admin_password_hash {
+            if !given(matches, "admin_password_hash") {
+                args.admin_password_hash = Some(hash.clone());
+            }
+        }
         Ok(())
     }
 }

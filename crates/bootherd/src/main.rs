@@ -74,6 +74,22 @@ enum Command {
         #[command(flatten)]
         dir: admin::DataDir,
     },
+    /// Set the web UI's admin password: asks for it (or reads one line from standard input)
+    /// and stores its argon2 hash in <data>/admin-password.
+    Password {
+        /// Print the hash (for admin_password_hash in bootherd.yaml) instead of storing it.
+        #[arg(long)]
+        print: bool,
+        #[command(flatten)]
+        dir: admin::DataDir,
+    },
+    /// Manage API tokens for the REST API (stored hashed in <data>/api-tokens.yaml).
+    Token {
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+        #[command(flatten)]
+        dir: admin::DataDir,
+    },
     /// Check the configuration, the state and the images: each profile's readiness and every
     /// problem, with the fix.
     Check {
@@ -122,6 +138,10 @@ struct ServeArgs {
     /// DHCP client port watched for other servers' boot offers (0 disables the watch).
     #[arg(long, default_value_t = 68)]
     watch_port: u16,
+    /// argon2 hash of the web UI's admin password (make one with `bootherd password --print`).
+    /// BOOTHERD_ADMIN_PASSWORD (the password itself) and <data>/admin-password work too.
+    #[arg(long, value_name = "HASH", env = "BOOTHERD_ADMIN_PASSWORD_HASH", hide_env_values = true)]
+    admin_password_hash: Option<String>,
     #[command(flatten)]
     tftp: TftpTuning,
 }
@@ -222,6 +242,7 @@ impl TftpTuning {
             source,
             uploads: self.uploads()?,
             counters: Arc::new(TftpCounters::default()),
+            active: Arc::new(bootherd_net::ActiveTransfers::default()),
             observer,
         })
     }
@@ -283,6 +304,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image { command, dir } => admin::image(command, &dir),
         Command::Profile { command, dir } => admin::profile(command, &dir),
         Command::Machine { command, dir } => admin::machine(command, &dir),
+        Command::Password { print, dir } => admin::password(print, &dir),
+        Command::Token { command, dir } => admin::token(command, &dir),
         Command::Check {
             config,
             dir,
@@ -389,6 +412,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         counters: Arc::new(DhcpCounters::default()),
     };
     let tftp = args.tftp.service(boot.clone(), Some(boot.clone()))?;
+    let auth = Arc::new(admin_auth(&args)?);
 
     let dhcp_socket = bind_udp(SocketAddr::from((args.bind, args.dhcp_port)))?;
     let proxy_socket = bind_udp(SocketAddr::from((args.bind, args.proxy_port)))?;
@@ -400,6 +424,20 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             format!("cannot listen for HTTP on {http_addr} (pass --http-port PORT)")
         })?;
     let shutdown = CancellationToken::new();
+    let mut status = bootherd_web::Services::default();
+    status.interfaces = Some(dhcp.interfaces.clone());
+    status.dhcp = Some(dhcp.counters.clone());
+    status.tftp = Some(tftp.counters.clone());
+    status.transfers = Some(tftp.active.clone());
+    let status = Arc::new(status);
+    for (name, socket) in [
+        ("ProxyDHCP", &dhcp_socket),
+        ("PXE boot server", &proxy_socket),
+        ("TFTP", &tftp_socket),
+    ] {
+        status.listening(name, socket.local_addr()?);
+    }
+    status.listening("HTTP", http_listener.local_addr()?);
     let mut services = JoinSet::new();
     services.spawn(named(
         "ProxyDHCP (67)",
@@ -426,9 +464,12 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let router = bootherd_web::router(bootherd_web::AppState {
         boot: boot.clone(),
         bootloaders: args.bootloaders.is_dir().then(|| args.bootloaders.clone()),
+        auth,
+        services: status,
+        shutdown: shutdown.clone(),
     });
     let http_shutdown = shutdown.clone();
-    info!(listen = %http_addr, "HTTP boot server listening");
+    info!(listen = %http_addr, "HTTP boot server and web UI listening");
     services.spawn(named("HTTP", async move {
         axum::serve(
             http_listener,
@@ -459,6 +500,42 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     run_until_signal(services, shutdown).await
+}
+
+/// The admin password, from (in this order) BOOTHERD_ADMIN_PASSWORD, the configured hash, or
+/// the file `bootherd password` writes. Without one the UI cannot be logged into; boot
+/// endpoints and API tokens still work.
+fn admin_auth(args: &ServeArgs) -> anyhow::Result<bootherd_web::Auth> {
+    let file = args.data.join(admin::PASSWORD_FILE);
+    let hash = if let Ok(password) = std::env::var("BOOTHERD_ADMIN_PASSWORD") {
+        info!("admin password taken from BOOTHERD_ADMIN_PASSWORD");
+        Some(bootherd_web::hash_password(&password).context("BOOTHERD_ADMIN_PASSWORD")?)
+    } else if let Some(hash) = &args.admin_password_hash {
+        info!("admin password hash taken from the configuration");
+        Some(hash.trim().to_string())
+    } else {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                info!(file = %file.display(), "admin password hash read");
+                Some(text.trim().to_string())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        }
+    };
+    if hash.is_none() {
+        warn!(
+            "no admin password is set, so nobody can log in to the web UI. Set one with `bootherd password --data {}` (or the environment variable BOOTHERD_ADMIN_PASSWORD) and restart",
+            args.data.display()
+        );
+    }
+    let tokens = bootherd_web::TokenFile::new(args.data.join(admin::TOKEN_FILE));
+    bootherd_web::Auth::new(hash, tokens).with_context(|| {
+        format!(
+            "the admin password hash (from the configuration or {})",
+            file.display()
+        )
+    })
 }
 
 /// Picks up edits of state.yaml made by hand or by the admin commands, once a second. An

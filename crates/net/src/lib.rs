@@ -13,4 +13,7 @@ pub mod udp;
 
 pub use dhcp::{DhcpCounters, DhcpService, serve as serve_dhcp, watch_competitors};
 pub use interfaces::{Interfaces, Selection};
-pub use tftp::{TftpConfig, TftpCounters, TftpService, TransferPorts, serve as serve_tftp};
+pub use tftp::{
+    ActiveTransfers, TftpConfig, TftpCounters, TftpService, TransferPorts, TransferProgress,
+    serve as serve_tftp,
+};

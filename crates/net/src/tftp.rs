@@ -2,12 +2,12 @@
 //! (unless in single-port mode) its own socket, and moves datagrams and deadlines between the
 //! sockets and the state machines. All protocol decisions are made in the core.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bootherd_tftp::packet::{self, ErrorCode, MAX_BLKSIZE, MIN_BLKSIZE};
 use bootherd_tftp::{
@@ -90,6 +90,44 @@ pub struct TftpCounters {
     pub active: AtomicU64,
 }
 
+/// A transfer in progress, as the dashboard shows it.
+#[derive(Debug)]
+pub struct TransferProgress {
+    pub client: SocketAddr,
+    pub file: String,
+    pub write: bool,
+    /// The file's size when known (reads, and writes that sent tsize).
+    pub size: Option<u64>,
+    pub started: SystemTime,
+    /// Bytes acknowledged (read) or received (write) so far.
+    pub bytes: AtomicU64,
+}
+
+/// The transfers running right now. Each transfer updates its own counter (one relaxed store
+/// per packet); the map itself is touched only at the start and end of a transfer.
+#[derive(Debug, Default)]
+pub struct ActiveTransfers {
+    next: AtomicU64,
+    running: Mutex<BTreeMap<u64, Arc<TransferProgress>>>,
+}
+
+impl ActiveTransfers {
+    pub fn list(&self) -> Vec<Arc<TransferProgress>> {
+        lock(&self.running).values().cloned().collect()
+    }
+
+    fn add(&self, progress: TransferProgress) -> (u64, Arc<TransferProgress>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(progress);
+        lock(&self.running).insert(id, progress.clone());
+        (id, progress)
+    }
+
+    fn remove(&self, id: u64) {
+        lock(&self.running).remove(&id);
+    }
+}
+
 /// What the server serves from and stores to.
 #[derive(Debug, Clone)]
 pub struct TftpService {
@@ -97,6 +135,7 @@ pub struct TftpService {
     pub source: Arc<dyn FileSource>,
     pub uploads: Option<Arc<dyn UploadTarget>>,
     pub counters: Arc<TftpCounters>,
+    pub active: Arc<ActiveTransfers>,
     /// Told about every transfer and refusal (machine timelines).
     pub observer: Option<Arc<dyn TransferObserver>>,
 }
@@ -430,7 +469,17 @@ impl TransferTask {
         };
         counters.started.fetch_add(1, Ordering::Relaxed);
         counters.active.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.drive(&mut transfer, &link).await;
+        let active = self.shared.service.active.clone();
+        let (id, progress) = active.add(TransferProgress {
+            client,
+            file: transfer.params().filename.to_string(),
+            write: transfer.is_write(),
+            size: transfer.params().size,
+            started: SystemTime::now(),
+            bytes: AtomicU64::new(0),
+        });
+        let outcome = self.drive(&mut transfer, &link, &progress).await;
+        active.remove(id);
         counters.active.fetch_sub(1, Ordering::Relaxed);
         self.forget();
 
@@ -543,7 +592,12 @@ impl TransferTask {
         Ok((accepted, link))
     }
 
-    async fn drive(&mut self, transfer: &mut Transfer, link: &Link) -> Outcome {
+    async fn drive(
+        &mut self,
+        transfer: &mut Transfer,
+        link: &Link,
+        progress: &TransferProgress,
+    ) -> Outcome {
         let client = self.arrival.from;
         let local_ip = self.arrival.local;
         let socket = link.socket();
@@ -573,6 +627,9 @@ impl TransferTask {
                     debug!(%client, error = %e, "TFTP send failed");
                 }
             }
+            progress
+                .bytes
+                .store(transfer.stats().bytes, Ordering::Relaxed);
             if !confirmed && transfer.client_confirmed() {
                 confirmed = true;
                 self.confirmed.store(true, Ordering::Relaxed);

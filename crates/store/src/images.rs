@@ -182,7 +182,14 @@ impl Images {
             source,
         })?;
         let target = dir.join(file_name);
-        let temp = dir.join(format!(".{file_name}.import-{}", std::process::id()));
+        // Unique per import, not just per process: two uploads of one file may run at once
+        // (the last to finish wins, each whole).
+        static IMPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let import = IMPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(
+            ".{file_name}.import-{}-{import}",
+            std::process::id()
+        ));
         let io_error = |source| StoreError::Io {
             path: target.clone(),
             source,

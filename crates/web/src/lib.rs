@@ -1,6 +1,8 @@
-//! bootherd-web: the HTTP endpoints machines fetch while booting. `router(state)` returns an
-//! axum `Router` that tests drive with `oneshot`, without a socket.
+//! bootherd-web: everything bootherd says over HTTP. `router(state)` returns an axum `Router`
+//! that tests drive with `oneshot`, without a socket.
 //!
+//! For machines, unauthenticated by design (firmware cannot log in), exposing nothing but boot
+//! material:
 //! - `GET /boot/<mac>.ipxe`: the machine's iPXE script (its profile, its boot-once profile, or
 //!   the menu), with every URL pointing back at the address the machine used to reach us.
 //! - `GET /images/<image>/<file>`: files of the image store that the image's manifest lists,
@@ -8,152 +10,103 @@
 //! - `GET /bootloaders/<file>`: iPXE binaries, for UEFI HTTP Boot.
 //! - `GET /healthz`.
 //!
-//! These endpoints are unauthenticated by design (firmware cannot log in) and expose nothing
-//! but boot material. The management UI and API come with their own authentication.
+//! For people, behind a login (admin password → session cookie, or an API token):
+//! - the management UI (`/`, `/machines`, `/profiles`, `/images`, `/tokens`), server-rendered
+//!   from askama templates in `web/templates`, assets from `web/static` embedded in the binary;
+//! - the REST API under `/api/v1`, described by `/api/v1/openapi.json`, with live boot steps
+//!   as server-sent events at `/api/v1/events`.
 
-use std::net::{IpAddr, SocketAddr};
+mod access;
+mod api;
+pub mod auth;
+mod boot;
+mod pages;
+pub mod status;
+mod views;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bootherd_boot::Boot;
-use bootherd_boot::script::HttpBase;
-use bootherd_store::{Mac, Name};
-use tower::ServiceExt;
-use tower_http::services::{ServeDir, ServeFile};
-use tracing::info;
+use rust_embed::RustEmbed;
+use tokio_util::sync::CancellationToken;
+use tower_http::services::ServeDir;
+
+pub use auth::{Auth, AuthError, TokenFile, hash_password};
+pub use status::Services;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub boot: Arc<Boot>,
     /// Directory of iPXE bootloaders served under /bootloaders.
     pub bootloaders: Option<PathBuf>,
+    pub auth: Arc<Auth>,
+    pub services: Arc<Services>,
+    /// Ends live event streams, so a graceful shutdown does not wait for open browsers.
+    pub shutdown: CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/boot/{script}", get(boot_script))
-        .route("/images/{image}/{file}", get(image_file));
+        .route("/boot/{script}", get(boot::boot_script))
+        .route("/images/{image}/{file}", get(boot::image_file));
     if let Some(dir) = &state.bootloaders {
         router = router.nest_service("/bootloaders", ServeDir::new(dir));
     }
-    router.with_state(state)
+    let management = pages::routes()
+        .nest("/api/v1", api::routes())
+        .route("/static/{*file}", get(asset))
+        .layer(axum::middleware::map_response(security_headers));
+    router.merge(management).with_state(state)
 }
 
-fn text(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
-}
-
-/// The base URL for scripts: the Host the client used, which it can evidently reach. Only
-/// host-name characters are accepted, since the value ends up inside a script.
-fn base_from(headers: &HeaderMap) -> Option<HttpBase> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let valid = !host.is_empty()
-        && host.len() <= 255
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']'));
-    valid.then(|| HttpBase(format!("http://{host}")))
-}
-
-/// The client's address, when the server was started with connection info (tests without a
-/// socket have none).
-fn client_ip(request: &Request) -> Option<std::net::Ipv4Addr> {
-    match request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    {
-        Some(IpAddr::V4(ip)) => Some(ip),
-        _ => None,
-    }
-}
-
-async fn boot_script(
-    State(state): State<AppState>,
-    Path(script): Path<String>,
-    request: Request,
-) -> Response {
-    let Some(mac) = script
-        .strip_suffix(".ipxe")
-        .and_then(|m| m.parse::<Mac>().ok())
-    else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no such script: '{script}' (scripts are /boot/<mac>.ipxe, e.g. /boot/52:54:00:12:34:56.ipxe)\n"
-            ),
-        );
-    };
-    let Some(base) = base_from(request.headers()) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "a valid Host header is required\n".into(),
-        );
-    };
-    if let Some(ip) = client_ip(&request) {
-        state.boot.record_address(mac, ip);
-    }
-    let body = state.boot.script(&mac, &base);
-    info!(%mac, "iPXE script served");
-    text(StatusCode::OK, body)
-}
-
-async fn image_file(
-    State(state): State<AppState>,
-    Path((image, file)): Path<(String, String)>,
-    request: Request,
-) -> Response {
-    let not_found = || {
-        text(
-            StatusCode::NOT_FOUND,
-            format!("image '{image}' has no file '{file}'\n"),
-        )
-    };
-    let Ok(image_name) = image.parse::<Name>() else {
-        return not_found();
-    };
-    let images = state.boot.store().images();
-    let listed = images
-        .get(&image_name)
-        .ok()
-        .flatten()
-        .is_some_and(|i| i.file(&file).is_some());
-    let Ok(path) = images.file_path(&image_name, &file) else {
-        return not_found();
-    };
-    if !listed {
-        return not_found();
-    }
-    if let Some(mac) = client_ip(&request).and_then(|ip| state.boot.machine_at(ip)) {
-        let range = request
-            .headers()
-            .get(header::RANGE)
-            .and_then(|r| r.to_str().ok())
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default();
-        state.boot.timeline().record(
-            mac,
-            "file fetched",
-            format!("{image}/{file} over HTTP{range}"),
-        );
-    }
-    match ServeFile::new(path).oneshot(request).await {
-        Ok(response) => response.into_response(),
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot read {image}/{file}: {e}\n"),
+/// Headers for everything a browser renders: only our own scripts and styles, no framing,
+/// no guessing of content types, no caching of pages that show tokens.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    response
+}
+
+#[derive(RustEmbed)]
+#[folder = "../../web/static/"]
+struct Assets;
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match Assets::get(&file) {
+        Some(content) => {
+            let kind = match file.rsplit('.').next() {
+                Some("css") => "text/css; charset=utf-8",
+                Some("js") => "text/javascript; charset=utf-8",
+                Some("svg") => "image/svg+xml",
+                _ => "application/octet-stream",
+            };
+            ([(header::CONTENT_TYPE, kind)], content.data).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, format!("no such asset: {file}\n")).into_response(),
     }
 }
 

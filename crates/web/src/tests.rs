@@ -9,6 +9,10 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
+use axum::http::HeaderMap;
+use bootherd_store::Name;
+
+const PASSWORD: &str = "correct horse battery";
 
 fn app() -> (tempfile::TempDir, Router, Arc<Boot>) {
     let dir = tempfile::tempdir().unwrap();
@@ -45,9 +49,17 @@ fn app() -> (tempfile::TempDir, Router, Arc<Boot>) {
     std::fs::write(dir.path().join("loaders/ipxe.efi"), b"efi binary").unwrap();
     let loaders = Arc::new(DirSource::new(dir.path().join("loaders")).unwrap());
     let boot = Arc::new(Boot::new(store, loaders, 8080).unwrap());
+    let auth = Auth::new(
+        Some(hash_password(PASSWORD).unwrap()),
+        TokenFile::new(dir.path().join("data/api-tokens.yaml")),
+    )
+    .unwrap();
     let router = router(AppState {
         boot: boot.clone(),
         bootloaders: Some(dir.path().join("loaders")),
+        auth: Arc::new(auth),
+        services: Arc::new(Services::default()),
+        shutdown: CancellationToken::new(),
     });
     (dir, router, boot)
 }

@@ -1,0 +1,85 @@
+//! Who is asking: an API token (`Authorization: Bearer bh_...`) or a browser session cookie.
+//! Requests that change something with a cookie must also carry the session's CSRF token, in
+//! the `X-CSRF-Token` header (scripts) or the `csrf` form field (forms), so another site cannot
+//! make a logged-in browser change things.
+
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+
+use crate::AppState;
+use crate::auth::{SESSION_COOKIE, SessionInfo, csrf_matches};
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub(crate) enum User {
+    Session { cookie: String, session: SessionInfo },
+    Token { name: String },
+}
+
+impl User {
+    pub(crate) fn csrf(&self) -> &str {
+        match self {
+            User::Session { session, .. } => &session.csrf,
+            User::Token { .. } => "",
+        }
+    }
+
+    /// Whether a form's CSRF field is right (tokens need none: browsers do not send them
+    /// on their own).
+    pub(crate) fn form_allowed(&self, sent: &str) -> bool {
+        match self {
+            User::Session { session, .. } => csrf_matches(session, sent),
+            User::Token { .. } => true,
+        }
+    }
+
+    pub(crate) fn who(&self) -> String {
+        match self {
+            User::Session { .. } => "admin".into(),
+            User::Token { name } => format!("token {name}"),
+        }
+    }
+}
+
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+pub(crate) fn identify(parts: &Parts, state: &AppState) -> Option<User> {
+    if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+        let token = auth.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        return state
+            .auth
+            .tokens
+            .check(token)
+            .map(|name| User::Token { name });
+    }
+    let cookie = cookie(&parts.headers, SESSION_COOKIE)?;
+    let session = state.auth.session(cookie)?;
+    Some(User::Session {
+        cookie: cookie.to_string(),
+        session,
+    })
+}
+
+/// For script requests: a cookie-authenticated change needs the CSRF header.
+pub(crate) fn header_allowed(user: &User, parts: &Parts) -> bool {
+    if matches!(parts.method, Method::GET | Method::HEAD) {
+        return true;
+    }
+    match user {
+        User::Token { .. } => true,
+        User::Session { session, .. } => parts
+            .headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|sent| csrf_matches(session, sent)),
+    }
+}

@@ -1,0 +1,410 @@
+//! Who may change things: one admin password (argon2id hash) that opens a session, and named
+//! API tokens for automation. Sessions live in memory (a restart logs everyone out, which is
+//! fine for an appliance); tokens are stored hashed in `<data>/api-tokens.yaml`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "bootherd_session";
+/// A session unused for this long is gone.
+pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most; the oldest go first. Logging in in a loop must not grow memory.
+const MAX_SESSIONS: usize = 256;
+/// Failed logins allowed per minute, across all clients: argon2 makes each guess slow, this
+/// makes guessing in parallel slow too.
+const FAILURES_PER_MINUTE: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    #[error("the admin password hash is not a valid argon2 hash (PHC string '$argon2id$...'): {0}; make a new one with `bootherd password`")]
+    BadHash(String),
+    #[error("the password must be at least 8 characters long")]
+    WeakPassword,
+    #[error("no random numbers from the operating system: {0}")]
+    Random(String),
+    #[error("{0}")]
+    Token(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] bootherd_store::StoreError),
+}
+
+/// Hashes a password for storage (argon2id, random salt).
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    if password.chars().count() < 8 {
+        return Err(AuthError::WeakPassword);
+    }
+    let salt = SaltString::encode_b64(&random_bytes::<16>()?)
+        .map_err(|e| AuthError::BadHash(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::BadHash(e.to_string()))
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], AuthError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
+    Ok(bytes)
+}
+
+fn random_token(prefix: &str) -> Result<String, AuthError> {
+    let bytes = random_bytes::<32>()?;
+    Ok(format!("{prefix}{}", hex(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal a prefix.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    csrf: String,
+    last_used: Instant,
+}
+
+/// A logged-in browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The token forms and script requests must send back (CSRF protection).
+    pub csrf: String,
+}
+
+/// A named API token, as stored (the token itself is only shown once, at creation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFileContents {
+    #[serde(default)]
+    tokens: Vec<ApiToken>,
+}
+
+/// `api-tokens.yaml`, re-read when it changes on disk (so `bootherd token add` works while
+/// the server runs).
+#[derive(Debug)]
+pub struct TokenFile {
+    path: PathBuf,
+    cache: Mutex<(Option<(SystemTime, u64)>, Vec<ApiToken>)>,
+}
+
+impl TokenFile {
+    pub fn new(path: impl Into<PathBuf>) -> TokenFile {
+        TokenFile {
+            path: path.into(),
+            cache: Mutex::new((None, Vec::new())),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn stamp(&self) -> Option<(SystemTime, u64)> {
+        fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+    }
+
+    pub fn list(&self) -> Result<Vec<ApiToken>, AuthError> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = self.stamp();
+        if stamp != cache.0 || stamp.is_none() {
+            let tokens = match fs::read_to_string(&self.path) {
+                Ok(text) => {
+                    serde_yaml_ng::from_str::<TokenFileContents>(&text)
+                        .map_err(|e| {
+                            AuthError::Token(format!("{}: {e}", self.path.display()))
+                        })?
+                        .tokens
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(source) => {
+                    return Err(AuthError::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            };
+            *cache = (stamp, tokens);
+        }
+        Ok(cache.1.clone())
+    }
+
+    fn save(&self, tokens: Vec<ApiToken>) -> Result<(), AuthError> {
+        let text = serde_yaml_ng::to_string(&TokenFileContents {
+            tokens: tokens.clone(),
+        })
+        .map_err(|e| AuthError::Token(e.to_string()))?;
+        let text = format!(
+            "# API tokens for bootherd's REST API. Only hashes are stored; manage them with\n# `bootherd token add|list|remove` or on the web UI's Tokens page.\n{text}"
+        );
+        bootherd_store::write_atomic(&self.path, text.as_bytes())?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        *cache = (self.stamp(), tokens);
+        Ok(())
+    }
+
+    /// Creates a token named `name` and returns it; only its hash is kept.
+    pub fn create(&self, name: &str) -> Result<String, AuthError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(AuthError::Token(format!(
+                "invalid token name '{name}': use 1-64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        let mut tokens = self.list()?;
+        if tokens.iter().any(|t| t.name == name) {
+            return Err(AuthError::Token(format!(
+                "a token named '{name}' already exists; remove it first or pick another name"
+            )));
+        }
+        let token = random_token("bh_")?;
+        tokens.push(ApiToken {
+            name: name.to_string(),
+            sha256: sha256_hex(&token),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        });
+        self.save(tokens)?;
+        Ok(token)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<bool, AuthError> {
+        let mut tokens = self.list()?;
+        let before = tokens.len();
+        tokens.retain(|t| t.name != name);
+        if tokens.len() == before {
+            return Ok(false);
+        }
+        self.save(tokens)?;
+        Ok(true)
+    }
+
+    /// The name of the token, if `token` is one.
+    pub fn check(&self, token: &str) -> Option<String> {
+        let hash = sha256_hex(token);
+        self.list()
+            .ok()?
+            .into_iter()
+            .find(|t| same(&t.sha256, &hash))
+            .map(|t| t.name)
+    }
+}
+
+/// Why a login did not work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginError {
+    /// No admin password is set: nobody can log in until one is.
+    NoPassword,
+    WrongPassword,
+    /// Too many wrong passwords lately.
+    TooManyAttempts,
+}
+
+#[derive(Debug)]
+pub struct Auth {
+    password_hash: Option<String>,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<Vec<Instant>>,
+    pub tokens: TokenFile,
+}
+
+impl Auth {
+    /// `password_hash` is a PHC string from `hash_password`; none means no one can log in
+    /// (API tokens still work).
+    pub fn new(password_hash: Option<String>, tokens: TokenFile) -> Result<Auth, AuthError> {
+        if let Some(hash) = &password_hash {
+            PasswordHash::new(hash).map_err(|e| AuthError::BadHash(e.to_string()))?;
+        }
+        Ok(Auth {
+            password_hash,
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(Vec::new()),
+            tokens,
+        })
+    }
+
+    pub fn has_password(&self) -> bool {
+        self.password_hash.is_some()
+    }
+
+    /// Checks the password and opens a session; returns the cookie value and the session.
+    pub fn login(&self, password: &str) -> Result<(String, SessionInfo), LoginError> {
+        let Some(hash) = &self.password_hash else {
+            return Err(LoginError::NoPassword);
+        };
+        {
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            failures.retain(|at| at.elapsed() < Duration::from_secs(60));
+            if failures.len() >= FAILURES_PER_MINUTE {
+                return Err(LoginError::TooManyAttempts);
+            }
+        }
+        let good = PasswordHash::new(hash).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        });
+        if !good {
+            self.failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Instant::now());
+            return Err(LoginError::WrongPassword);
+        }
+        let id = random_token("").map_err(|_| LoginError::WrongPassword)?;
+        let csrf = random_token("").map_err(|_| LoginError::WrongPassword)?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|_, s| s.last_used.elapsed() < SESSION_IDLE);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            sha256_hex(&id),
+            Session {
+                csrf: csrf.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok((id, SessionInfo { csrf }))
+    }
+
+    /// The session a cookie value belongs to, if it is current.
+    pub fn session(&self, cookie: &str) -> Option<SessionInfo> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let key = sha256_hex(cookie);
+        let session = sessions.get_mut(&key)?;
+        if session.last_used.elapsed() >= SESSION_IDLE {
+            sessions.remove(&key);
+            return None;
+        }
+        session.last_used = Instant::now();
+        Some(SessionInfo {
+            csrf: session.csrf.clone(),
+        })
+    }
+
+    pub fn logout(&self, cookie: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&sha256_hex(cookie));
+    }
+}
+
+/// Whether a CSRF token sent back matches the session's.
+pub fn csrf_matches(session: &SessionInfo, sent: &str) -> bool {
+    same(&session.csrf, sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_login_session_logout() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(matches!(hash_password("short"), Err(AuthError::WeakPassword)));
+        let auth = Auth::new(Some(hash), TokenFile::new(dir.path().join("t.yaml"))).unwrap();
+        assert_eq!(auth.login("wrong horse").unwrap_err(), LoginError::WrongPassword);
+        let (cookie, info) = auth.login("correct horse").unwrap();
+        assert_eq!(auth.session(&cookie), Some(info.clone()));
+        assert!(csrf_matches(&info, &info.csrf));
+        assert!(!csrf_matches(&info, "x"));
+        assert_eq!(auth.session("forged"), None);
+        auth.logout(&cookie);
+        assert_eq!(auth.session(&cookie), None);
+    }
+
+    #[test]
+    fn guessing_is_rate_limited() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = hash_password("correct horse").unwrap();
+        let auth = Auth::new(Some(hash), TokenFile::new(dir.path().join("t.yaml"))).unwrap();
+        for _ in 0..FAILURES_PER_MINUTE {
+            assert_eq!(auth.login("guess").unwrap_err(), LoginError::WrongPassword);
+        }
+        // Even the right password waits now: the limiter cannot tell the owner from a guesser.
+        assert_eq!(
+            auth.login("correct horse").unwrap_err(),
+            LoginError::TooManyAttempts
+        );
+    }
+
+    #[test]
+    fn no_password_means_no_login_and_bad_hashes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::new(None, TokenFile::new(dir.path().join("t.yaml"))).unwrap();
+        assert_eq!(auth.login("anything").unwrap_err(), LoginError::NoPassword);
+        let err = Auth::new(Some("plain".into()), TokenFile::new(dir.path().join("t.yaml")))
+            .unwrap_err();
+        assert!(err.to_string().contains("bootherd password"), "{err}");
+    }
+
+    #[test]
+    fn tokens_are_stored_hashed_and_picked_up_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-tokens.yaml");
+        let file = TokenFile::new(&path);
+        let token = file.create("ci").unwrap();
+        assert!(token.starts_with("bh_"));
+        assert!(!fs::read_to_string(&path).unwrap().contains(&token));
+        assert_eq!(file.check(&token).as_deref(), Some("ci"));
+        assert_eq!(file.check("bh_nope"), None);
+        assert!(file.create("ci").is_err());
+        assert!(file.create("bad name").is_err());
+        // Another process (the CLI) adds a token while this one runs.
+        let other = TokenFile::new(&path).create("cli").unwrap();
+        assert_eq!(file.check(&other).as_deref(), Some("cli"));
+        assert!(file.remove("ci").unwrap());
+        assert_eq!(file.check(&token), None);
+        assert!(!file.remove("ci").unwrap());
+    }
+}

@@ -1,0 +1,132 @@
+//! The endpoints machines fetch while booting: unauthenticated by design (firmware cannot log
+//! in), and exposing nothing but boot material.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bootherd_boot::script::HttpBase;
+use bootherd_boot::timeline::Step;
+use bootherd_store::{Mac, Name};
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+use tracing::info;
+
+use crate::AppState;
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// The base URL for scripts: the Host the client used, which it can evidently reach. Only
+/// host-name characters are accepted, since the value ends up inside a script.
+pub(crate) fn base_from(headers: &HeaderMap) -> Option<HttpBase> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let valid = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']'));
+    valid.then(|| HttpBase(format!("http://{host}")))
+}
+
+/// The client's address, when the server was started with connection info (tests without a
+/// socket have none).
+fn client_ip(request: &Request) -> Option<std::net::Ipv4Addr> {
+    match request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+    {
+        Some(IpAddr::V4(ip)) => Some(ip),
+        _ => None,
+    }
+}
+
+pub(crate) async fn boot_script(
+    State(state): State<AppState>,
+    Path(script): Path<String>,
+    request: Request,
+) -> Response {
+    let Some(mac) = script
+        .strip_suffix(".ipxe")
+        .and_then(|m| m.parse::<Mac>().ok())
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such script: '{script}' (scripts are /boot/<mac>.ipxe, e.g. /boot/52:54:00:12:34:56.ipxe)\n"
+            ),
+        );
+    };
+    let Some(base) = base_from(request.headers()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "a valid Host header is required\n".into(),
+        );
+    };
+    if let Some(ip) = client_ip(&request) {
+        state.boot.record_address(mac, ip);
+    }
+    let body = state.boot.script(&mac, &base);
+    state.services.http.scripts.fetch_add(1, Ordering::Relaxed);
+    info!(%mac, "iPXE script served");
+    text(StatusCode::OK, body)
+}
+
+pub(crate) async fn image_file(
+    State(state): State<AppState>,
+    Path((image, file)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let not_found = || {
+        text(
+            StatusCode::NOT_FOUND,
+            format!("image '{image}' has no file '{file}'\n"),
+        )
+    };
+    let Ok(image_name) = image.parse::<Name>() else {
+        return not_found();
+    };
+    let images = state.boot.store().images();
+    let listed = images
+        .get(&image_name)
+        .ok()
+        .flatten()
+        .is_some_and(|i| i.file(&file).is_some());
+    let Ok(path) = images.file_path(&image_name, &file) else {
+        return not_found();
+    };
+    if !listed {
+        return not_found();
+    }
+    if let Some(mac) = client_ip(&request).and_then(|ip| state.boot.machine_at(ip)) {
+        let range = request
+            .headers()
+            .get(header::RANGE)
+            .and_then(|r| r.to_str().ok())
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        state.boot.timeline().record(
+            mac,
+            Step::FileFetched,
+            format!("{image}/{file} over HTTP{range}"),
+        );
+    }
+    state.services.http.files.fetch_add(1, Ordering::Relaxed);
+    match ServeFile::new(path).oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read {image}/{file}: {e}\n"),
+        ),
+    }
+}
+
