@@ -118,7 +118,7 @@ impl Boot {
     pub fn seen_machines(&self) -> Vec<(Mac, Seen)> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<(Mac, Seen)> = seen.iter().map(|(m, s)| (*m, s.clone())).collect();
-        all.sort_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen));
+        all.sort_by_key(|(_, seen)| std::cmp::Reverse(seen.last_seen));
         all
     }
 
@@ -255,8 +255,8 @@ impl Boot {
             Decision::Ignore => {
                 if booting {
                     self.timeline.record(
-                    *mac,
-                    Step::ScriptFetched,
+                        *mac,
+                        Step::ScriptFetched,
                         "machine is ignored by the defaults: told to exit".to_string(),
                     );
                 }
@@ -438,7 +438,9 @@ impl Boot {
     /// can be matched to a machine (by the address it was last seen with).
     pub fn record_address(&self, mac: Mac, address: Ipv4Addr) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.touch(mac).address = Some(address);
+        let entry = seen.touch(mac);
+        entry.address = Some(address);
+        entry.last_seen = Some(SystemTime::now());
     }
 
     /// The machine last seen at `address`.

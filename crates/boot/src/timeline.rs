@@ -204,7 +204,10 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
             let mut start = last_request;
             while start > 0 {
                 let previous = &events[start - 1];
-                if matches!(previous.step, Step::ScriptFetched | Step::FileFetched | Step::BootOnceUsed) {
+                if matches!(
+                    previous.step,
+                    Step::ScriptFetched | Step::FileFetched | Step::BootOnceUsed
+                ) {
                     break;
                 }
                 start -= 1;
@@ -217,9 +220,17 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
     let last_of = |step: Step| attempt.iter().rev().find(|e| e.step == step);
     let quiet = now.duration_since(last.at).unwrap_or_default() >= QUIET;
     let pending = |summary: &str, advice: &str| Diagnosis {
-        verdict: if quiet { Verdict::Stopped } else { Verdict::InProgress },
+        verdict: if quiet {
+            Verdict::Stopped
+        } else {
+            Verdict::InProgress
+        },
         summary: summary.to_string(),
-        advice: if quiet { advice.to_string() } else { String::new() },
+        advice: if quiet {
+            advice.to_string()
+        } else {
+            String::new()
+        },
     };
     let competing = last_of(Step::CompetingServer)
         .map(|e| format!(" Another server answered this machine too ({}); firmware often takes the first or the most complete offer.", e.detail))
@@ -228,13 +239,18 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
     if let Some(file) = last_of(Step::FileFetched) {
         return Diagnosis {
             verdict: Verdict::Booted,
-            summary: format!("The machine fetched its boot files over HTTP (last: {}).", file.detail),
+            summary: format!(
+                "The machine fetched its boot files over HTTP (last: {}).",
+                file.detail
+            ),
             advice: String::new(),
         };
     }
     if let Some(script) = last_of(Step::ScriptFetched) {
         let detail = &script.detail;
-        let hands_over = detail.ends_with("(local-disk)") || detail.ends_with("(chain)") || detail.contains("told to exit");
+        let hands_over = detail.ends_with("(local-disk)")
+            || detail.ends_with("(chain)")
+            || detail.contains("told to exit");
         if hands_over {
             return Diagnosis {
                 verdict: Verdict::Booted,
@@ -249,7 +265,9 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
             );
         }
         return pending(
-            &format!("iPXE fetched its script ({detail}) but no kernel or initrd has been fetched."),
+            &format!(
+                "iPXE fetched its script ({detail}) but no kernel or initrd has been fetched."
+            ),
             "The HTTP port (default 8080) is probably blocked between the machine and bootherd, or the kernel download failed in iPXE (look at the machine's console for an iPXE error code and search it at ipxe.org/err).",
         );
     }
@@ -277,13 +295,23 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
         let over_http = offer.detail.contains("http://");
         if over_http {
             return pending(
-                &format!("bootherd offered a boot script ({}) but it was never fetched.", offer.detail),
-                &format!("The machine could not reach bootherd's HTTP port: check the firewall between them, and that the address in the offer is reachable from the machine's network.{competing}"),
+                &format!(
+                    "bootherd offered a boot script ({}) but it was never fetched.",
+                    offer.detail
+                ),
+                &format!(
+                    "The machine could not reach bootherd's HTTP port: check the firewall between them, and that the address in the offer is reachable from the machine's network.{competing}"
+                ),
             );
         }
         return pending(
-            &format!("bootherd sent a boot offer ({}) but the bootloader was never requested.", offer.detail),
-            &format!("Usually a firewall dropping TFTP (UDP 69) between the machine and bootherd, or a competing PXE server whose offer the firmware took instead. UEFI firmware also asks on port 4011: that port must be open too.{competing}"),
+            &format!(
+                "bootherd sent a boot offer ({}) but the bootloader was never requested.",
+                offer.detail
+            ),
+            &format!(
+                "Usually a firewall dropping TFTP (UDP 69) between the machine and bootherd, or a competing PXE server whose offer the firmware took instead. UEFI firmware also asks on port 4011: that port must be open too.{competing}"
+            ),
         );
     }
     if let Some(declined) = last_of(Step::NotAnswered) {
@@ -295,7 +323,9 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
     }
     pending(
         "The machine sent DHCP requests but bootherd has not answered yet.",
-        &format!("The request may not have been a PXE request bootherd can answer yet (firmware retries), or the reply was lost.{competing}"),
+        &format!(
+            "The request may not have been a PXE request bootherd can answer yet (firmware retries), or the reply was lost.{competing}"
+        ),
     )
 }
 
@@ -308,7 +338,11 @@ mod tests {
         let timeline = Timeline::default();
         for i in 0..MACHINES as u32 + 10 {
             let b = i.to_be_bytes();
-            timeline.record(Mac([2, 0, b[0], b[1], b[2], b[3]]), Step::DhcpRequest, String::new());
+            timeline.record(
+                Mac([2, 0, b[0], b[1], b[2], b[3]]),
+                Step::DhcpRequest,
+                String::new(),
+            );
         }
         assert_eq!(timeline.machines.lock().unwrap().len(), MACHINES);
         // The first machines, heard from longest ago, are the ones forgotten.
@@ -355,7 +389,10 @@ mod tests {
         let offer_only = attempt(
             &[
                 (Step::DhcpRequest, "DISCOVER on port 67"),
-                (Step::OfferSent, "OFFER with boot file 'undionly.kpxe' to 10.0.0.5:68"),
+                (
+                    Step::OfferSent,
+                    "OFFER with boot file 'undionly.kpxe' to 10.0.0.5:68",
+                ),
             ],
             t0,
         );
@@ -386,7 +423,10 @@ mod tests {
                 (Step::OfferSent, ""),
                 (Step::TftpTransfer, "undionly.kpxe: completed"),
                 (Step::DhcpRequest, ""),
-                (Step::OfferSent, "with boot file 'http://10.0.0.1:8080/boot/x.ipxe'"),
+                (
+                    Step::OfferSent,
+                    "with boot file 'http://10.0.0.1:8080/boot/x.ipxe'",
+                ),
                 (Step::ScriptFetched, "profile 'alpha' (linux)"),
                 (Step::FileFetched, "alpha/vmlinuz over HTTP"),
             ],
@@ -397,7 +437,10 @@ mod tests {
         // A new attempt after a good boot is judged on its own steps.
         let mut again = booted.clone();
         again.extend(attempt(
-            &[(Step::DhcpRequest, ""), (Step::NotAnswered, "unknown machine, ignored")],
+            &[
+                (Step::DhcpRequest, ""),
+                (Step::NotAnswered, "unknown machine, ignored"),
+            ],
             t0 + Duration::from_secs(100),
         ));
         let d = diagnose(&again, later);
@@ -405,7 +448,10 @@ mod tests {
         assert!(d.summary.contains("did not answer"), "{d:?}");
 
         let local = attempt(
-            &[(Step::DhcpRequest, ""), (Step::ScriptFetched, "profile 'disk' (local-disk)")],
+            &[
+                (Step::DhcpRequest, ""),
+                (Step::ScriptFetched, "profile 'disk' (local-disk)"),
+            ],
             t0,
         );
         assert_eq!(diagnose(&local, later).verdict, Verdict::Booted);

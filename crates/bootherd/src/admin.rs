@@ -644,7 +644,10 @@ fn read_password() -> anyhow::Result<String> {
         eprint!("\nagain: ");
         let second = read_line()?;
         eprintln!();
-        anyhow::ensure!(first == second, "the two passwords differ; nothing was changed");
+        anyhow::ensure!(
+            first == second,
+            "the two passwords differ; nothing was changed"
+        );
         Ok(first)
     })();
     let _ = tcsetattr(&stdin, SetArg::TCSANOW, &original);

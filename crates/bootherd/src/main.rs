@@ -140,7 +140,12 @@ struct ServeArgs {
     watch_port: u16,
     /// argon2 hash of the web UI's admin password (make one with `bootherd password --print`).
     /// BOOTHERD_ADMIN_PASSWORD (the password itself) and <data>/admin-password work too.
-    #[arg(long, value_name = "HASH", env = "BOOTHERD_ADMIN_PASSWORD_HASH", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "HASH",
+        env = "BOOTHERD_ADMIN_PASSWORD_HASH",
+        hide_env_values = true
+    )]
     admin_password_hash: Option<String>,
     #[command(flatten)]
     tftp: TftpTuning,

@@ -12,8 +12,13 @@ use crate::auth::{SESSION_COOKIE, SessionInfo, csrf_matches};
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub(crate) enum User {
-    Session { cookie: String, session: SessionInfo },
-    Token { name: String },
+    Session {
+        cookie: String,
+        session: SessionInfo,
+    },
+    Token {
+        name: String,
+    },
 }
 
 impl User {

@@ -59,7 +59,9 @@ impl From<StoreError> for ApiError {
         match e {
             // The change is well-formed but the store refuses it (dangling reference, unready
             // profile, image in use): 422, with the store's explanation.
-            StoreError::Rejected(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+            StoreError::Rejected(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+            }
             StoreError::Invalid { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
@@ -188,8 +190,8 @@ async fn get_machine(
     Path(mac): Path<String>,
 ) -> ApiResult<Json<views::MachineDetail>> {
     let mac = parse_mac(&mac)?;
-    let known = state.boot.store().state().machines.contains_key(&mac)
-        || state.boot.seen(&mac).is_some();
+    let known =
+        state.boot.store().state().machines.contains_key(&mac) || state.boot.seen(&mac).is_some();
     if !known {
         return Err(ApiError::not_found(format!(
             "machine {mac} is neither registered nor seen; register it with PUT /api/v1/machines/{mac}"
@@ -243,7 +245,9 @@ async fn delete_machine(
         .store()
         .update(|s| Ok(s.machines.remove(&mac).is_some()))?;
     if !removed {
-        return Err(ApiError::not_found(format!("machine {mac} is not registered")));
+        return Err(ApiError::not_found(format!(
+            "machine {mac} is not registered"
+        )));
     }
     info!(%mac, by = %user.who(), "machine removed");
     Ok(StatusCode::NO_CONTENT)
@@ -271,7 +275,11 @@ async fn get_profile(
     find_profile(&state, &name).map(Json)
 }
 
-pub(crate) fn save_profile(state: &AppState, name: Name, profile: Profile) -> Result<(), StoreError> {
+pub(crate) fn save_profile(
+    state: &AppState,
+    name: Name,
+    profile: Profile,
+) -> Result<(), StoreError> {
     state.boot.store().update(|s| {
         s.profiles.insert(name, profile);
         Ok(())
@@ -495,7 +503,9 @@ async fn events(
     Sse::new(live_steps(&state)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-pub(crate) fn live_steps(state: &AppState) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
+pub(crate) fn live_steps(
+    state: &AppState,
+) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
     let receiver = state.boot.timeline().subscribe();
     let shutdown = state.shutdown.clone();
     futures_util::stream::unfold(receiver, |mut receiver| async move {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -27,7 +27,9 @@ const FAILURES_PER_MINUTE: usize = 10;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
-    #[error("the admin password hash is not a valid argon2 hash (PHC string '$argon2id$...'): {0}; make a new one with `bootherd password`")]
+    #[error(
+        "the admin password hash is not a valid argon2 hash (PHC string '$argon2id$...'): {0}; make a new one with `bootherd password`"
+    )]
     BadHash(String),
     #[error("the password must be at least 8 characters long")]
     WeakPassword,
@@ -112,12 +114,15 @@ struct TokenFileContents {
     tokens: Vec<ApiToken>,
 }
 
+/// The token file's version (modified time, length) and its tokens.
+type TokenCache = (Option<(SystemTime, u64)>, Vec<ApiToken>);
+
 /// `api-tokens.yaml`, re-read when it changes on disk (so `bootherd token add` works while
 /// the server runs).
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
-    cache: Mutex<(Option<(SystemTime, u64)>, Vec<ApiToken>)>,
+    cache: Mutex<TokenCache>,
 }
 
 impl TokenFile {
@@ -145,9 +150,7 @@ impl TokenFile {
             let tokens = match fs::read_to_string(&self.path) {
                 Ok(text) => {
                     serde_yaml_ng::from_str::<TokenFileContents>(&text)
-                        .map_err(|e| {
-                            AuthError::Token(format!("{}: {e}", self.path.display()))
-                        })?
+                        .map_err(|e| AuthError::Token(format!("{}: {e}", self.path.display())))?
                         .tokens
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -351,9 +354,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hash = hash_password("correct horse").unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(matches!(hash_password("short"), Err(AuthError::WeakPassword)));
+        assert!(matches!(
+            hash_password("short"),
+            Err(AuthError::WeakPassword)
+        ));
         let auth = Auth::new(Some(hash), TokenFile::new(dir.path().join("t.yaml"))).unwrap();
-        assert_eq!(auth.login("wrong horse").unwrap_err(), LoginError::WrongPassword);
+        assert_eq!(
+            auth.login("wrong horse").unwrap_err(),
+            LoginError::WrongPassword
+        );
         let (cookie, info) = auth.login("correct horse").unwrap();
         assert_eq!(auth.session(&cookie), Some(info.clone()));
         assert!(csrf_matches(&info, &info.csrf));
@@ -383,8 +392,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let auth = Auth::new(None, TokenFile::new(dir.path().join("t.yaml"))).unwrap();
         assert_eq!(auth.login("anything").unwrap_err(), LoginError::NoPassword);
-        let err = Auth::new(Some("plain".into()), TokenFile::new(dir.path().join("t.yaml")))
-            .unwrap_err();
+        let err = Auth::new(
+            Some("plain".into()),
+            TokenFile::new(dir.path().join("t.yaml")),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("bootherd password"), "{err}");
     }
 

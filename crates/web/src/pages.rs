@@ -63,7 +63,9 @@ impl PageError {
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> PageError {
         let status = match e {
-            StoreError::Rejected(_) | StoreError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            StoreError::Rejected(_) | StoreError::Invalid { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         PageError::new(status, e.to_string())
@@ -186,7 +188,10 @@ fn flash(headers: &HeaderMap) -> Option<String> {
     let hex = access::cookie(headers, FLASH_COOKIE)?;
     let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     String::from_utf8(bytes?).ok().filter(|m| !m.is_empty())
 }
@@ -196,7 +201,9 @@ fn clear_flash(mut response: Response, headers: &HeaderMap) -> Response {
     if access::cookie(headers, FLASH_COOKIE).is_some() {
         response.headers_mut().append(
             header::SET_COOKIE,
-            HeaderValue::from_static("bootherd_flash=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+            HeaderValue::from_static(
+                "bootherd_flash=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
+            ),
         );
     }
     response
@@ -375,6 +382,8 @@ struct MachinesPage {
     profiles: Vec<views::ProfileView>,
     form_mac: String,
     form_name: String,
+    /// Why the MAC address typed in was refused, shown under the field.
+    form_error: String,
 }
 
 #[derive(Template)]
@@ -397,6 +406,7 @@ fn machines_page(state: &AppState, user: &User, headers: &HeaderMap) -> Machines
         profiles,
         form_mac: String::new(),
         form_name: String::new(),
+        form_error: String::new(),
     }
 }
 
@@ -464,11 +474,15 @@ async fn add_machine(
     match result {
         Ok(mac) => {
             info!(%mac, by = %user.who(), "machine added");
-            Ok(with_flash(&format!("/machines/{mac}"), &format!("Machine {mac} added.")))
+            Ok(with_flash(
+                &format!("/machines/{mac}"),
+                &format!("Machine {mac} added."),
+            ))
         }
         Err(message) => {
             let mut page = machines_page(&state, &user, &headers);
-            page.layout.error = Some(message);
+            page.layout.error = Some("The machine was not added; see below.".into());
+            page.form_error = message;
             page.form_mac = form.mac;
             page.form_name = form.name;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
@@ -520,6 +534,11 @@ fn parse_mac(mac: &str) -> Result<Mac, PageError> {
             format!("'{mac}' is not a MAC address ({e})"),
         )
     })
+}
+
+fn parse_name(name: &str) -> Result<Name, PageError> {
+    name.parse()
+        .map_err(|e: String| PageError::new(StatusCode::NOT_FOUND, e))
 }
 
 fn machine_page(state: &AppState, user: &User, headers: &HeaderMap, mac: &Mac) -> MachinePage {
@@ -619,10 +638,7 @@ async fn delete_machine(
         return Err(csrf_refused());
     }
     let mac = parse_mac(&mac)?;
-    state
-        .boot
-        .store()
-        .update(|s| Ok(s.machines.remove(&mac)))?;
+    state.boot.store().update(|s| Ok(s.machines.remove(&mac)))?;
     info!(%mac, by = %user.who(), "machine removed");
     Ok(with_flash("/machines", &format!("Removed {mac}.")))
 }
@@ -672,7 +688,10 @@ const KINDS: [(&str, &str); 5] = [
     ("menu", "Menu of other profiles"),
     ("local-disk", "Boot the local disk"),
     ("chain", "Chain to another iPXE script (netboot.xyz)"),
-    ("bootfile", "Raw boot file per architecture (pxelinux, GRUB)"),
+    (
+        "bootfile",
+        "Raw boot file per architecture (pxelinux, GRUB)",
+    ),
 ];
 
 fn lines(text: &str) -> Vec<Value> {
@@ -738,11 +757,7 @@ impl ProfileForm {
     /// Builds the profile through the same deserializer as the API and state.yaml, so the
     /// form cannot make a profile the file format would not accept.
     fn to_profile(&self) -> Result<(Name, Profile), String> {
-        let name: Name = self
-            .name
-            .trim()
-            .parse()
-            .map_err(|e| format!("name: {e}"))?;
+        let name: Name = self.name.trim().parse().map_err(|e| format!("name: {e}"))?;
         let mut fields = Map::new();
         fields.insert("kind".into(), self.kind.clone().into());
         let put = |fields: &mut Map<String, Value>, key: &str, value: &str| {
@@ -764,7 +779,10 @@ impl ProfileForm {
                 put(&mut fields, "default", &self.default);
                 if !self.timeout.trim().is_empty() {
                     let seconds: u32 = self.timeout.trim().parse().map_err(|_| {
-                        format!("timeout: '{}' is not a number of seconds", self.timeout.trim())
+                        format!(
+                            "timeout: '{}' is not a number of seconds",
+                            self.timeout.trim()
+                        )
                     })?;
                     fields.insert("timeout".into(), seconds.into());
                 }
@@ -786,12 +804,40 @@ impl ProfileForm {
         let profile: Profile = serde_json::from_value(Value::Object(fields)).map_err(|e| {
             let text = e.to_string();
             match text.strip_prefix("missing field ") {
-                Some(field) => format!("{} is required for a {} profile", field.trim_matches('`'), self.kind),
+                Some(field) => format!(
+                    "{} is required for a {} profile",
+                    field.trim_matches('`'),
+                    self.kind
+                ),
                 None => text,
             }
         })?;
         Ok((name, profile))
     }
+}
+
+/// Which form field a refusal of the profile form is about, when it is about one.
+fn field_of(message: &str) -> Option<&'static str> {
+    const FIELDS: [&str; 11] = [
+        "name", "kind", "image", "kernel", "initrd", "cmdline", "entries", "default", "timeout",
+        "url", "files",
+    ];
+    let first = message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| !w.is_empty())?;
+    FIELDS.into_iter().find(|f| *f == first).or_else(|| {
+        if message.starts_with("boot files") {
+            Some("files")
+        } else if message.contains("unknown variant") {
+            Some("kind")
+        } else if message.contains("menu entry") {
+            Some("entries")
+        } else if message.contains("already exists") {
+            Some("name")
+        } else {
+            None
+        }
+    })
 }
 
 #[derive(Template)]
@@ -804,6 +850,9 @@ struct ProfilePage {
     images: Vec<String>,
     arches: String,
     problems: Vec<String>,
+    /// The field a refusal is about, to show it next to that field; empty: not one field.
+    error_field: String,
+    error_message: String,
 }
 
 fn profile_page(
@@ -824,7 +873,11 @@ fn profile_page(
     };
     ProfilePage {
         layout: layout(
-            if editing { "Edit profile" } else { "New profile" },
+            if editing {
+                "Edit profile"
+            } else {
+                "New profile"
+            },
             "profiles",
             user,
             headers,
@@ -842,6 +895,8 @@ fn profile_page(
         arches: bootherd_store::validate::ARCH_NAMES.join(", "),
         problems,
         form,
+        error_field: String::new(),
+        error_message: String::new(),
     }
 }
 
@@ -918,7 +973,14 @@ async fn save_profile(
         }
         Err(message) => {
             let mut page = profile_page(&state, &user, &headers, form);
-            page.layout.error = Some(message);
+            match field_of(&message) {
+                Some(field) => {
+                    page.layout.error = Some("The profile was not saved; see below.".into());
+                    page.error_field = field.to_string();
+                    page.error_message = message;
+                }
+                None => page.layout.error = Some(message),
+            }
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
     }
@@ -933,9 +995,7 @@ async fn delete_profile(
     if !user.form_allowed(&form.csrf) {
         return Err(csrf_refused());
     }
-    let name: Name = name
-        .parse()
-        .map_err(|e| PageError::new(StatusCode::NOT_FOUND, format!("{e}")))?;
+    let name = parse_name(&name)?;
     match api::remove_profile(&state, &name) {
         Ok(_) => {
             info!(profile = %name, by = %user.who(), "profile removed");
@@ -984,7 +1044,12 @@ async fn import_image(
     }
     let image: Name = match form.image.trim().parse() {
         Ok(image) => image,
-        Err(e) => return Ok(with_flash("/images", &format!("Not imported: image name: {e}"))),
+        Err(e) => {
+            return Ok(with_flash(
+                "/images",
+                &format!("Not imported: image name: {e}"),
+            ));
+        }
     };
     let as_name = Some(form.as_name.trim().to_string()).filter(|a| !a.is_empty());
     match api::import(&state, image.clone(), form.path.trim().to_string(), as_name).await {
@@ -992,10 +1057,16 @@ async fn import_image(
             info!(%image, file = %file.name, by = %user.who(), "file imported");
             Ok(with_flash(
                 "/images",
-                &format!("Imported {} into {image} (sha256 {}).", file.name, file.sha256),
+                &format!(
+                    "Imported {} into {image} (sha256 {}).",
+                    file.name, file.sha256
+                ),
             ))
         }
-        Err(e) => Ok(with_flash("/images", &format!("Not imported: {}", e.message()))),
+        Err(e) => Ok(with_flash(
+            "/images",
+            &format!("Not imported: {}", e.message()),
+        )),
     }
 }
 
@@ -1008,9 +1079,7 @@ async fn verify_image(
     if !user.form_allowed(&form.csrf) {
         return Err(csrf_refused());
     }
-    let image: Name = name
-        .parse()
-        .map_err(|e| PageError::new(StatusCode::NOT_FOUND, format!("{e}")))?;
+    let image = parse_name(&name)?;
     let store = state.boot.store().clone();
     let checked = image.clone();
     let problems = tokio::task::spawn_blocking(move || store.verify_image(&checked))
@@ -1033,9 +1102,7 @@ async fn delete_image(
     if !user.form_allowed(&form.csrf) {
         return Err(csrf_refused());
     }
-    let image: Name = name
-        .parse()
-        .map_err(|e| PageError::new(StatusCode::NOT_FOUND, format!("{e}")))?;
+    let image = parse_name(&name)?;
     match state.boot.store().remove_image(&image) {
         Ok(()) => {
             info!(%image, by = %user.who(), "image deleted");
@@ -1081,7 +1148,10 @@ async fn tokens(
     PageUser(user): PageUser,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    Ok(clear_flash(render(&tokens_page(&state, &user, &headers)?), &headers))
+    Ok(clear_flash(
+        render(&tokens_page(&state, &user, &headers)?),
+        &headers,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -315,6 +315,9 @@ pub(crate) struct StatusView {
     pub interfaces: Vec<InterfaceView>,
     pub listeners: Vec<ListenerView>,
     pub counters: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// The counters in the order and wording the dashboard shows them.
+    #[serde(skip)]
+    pub counter_groups: Vec<(&'static str, Vec<(&'static str, String)>)>,
     pub transfers: Vec<TransferView>,
     pub recent: Vec<EventView>,
 }
@@ -408,6 +411,61 @@ pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
             ("files", services.http.files.load(Ordering::Relaxed)),
         ]),
     );
+    let shown =
+        |area: &str, names: &[(&'static str, &'static str)]| -> Vec<(&'static str, String)> {
+            names
+                .iter()
+                .filter_map(|(key, label)| {
+                    let value = *counters.get(area)?.get(key)?;
+                    let text = if *key == "bytes" {
+                        bytes(value)
+                    } else {
+                        value.to_string()
+                    };
+                    Some((*label, text))
+                })
+                .collect()
+        };
+    let counter_groups = vec![
+        (
+            "ProxyDHCP",
+            shown(
+                "dhcp",
+                &[
+                    ("requests", "requests"),
+                    ("offers", "offers"),
+                    ("acks", "acks (port 4011)"),
+                    ("declined", "not answered"),
+                    ("malformed", "malformed"),
+                    ("competing", "competing offers"),
+                ],
+            ),
+        ),
+        (
+            "TFTP",
+            shown(
+                "tftp",
+                &[
+                    ("active", "running now"),
+                    ("completed", "completed"),
+                    ("failed", "failed"),
+                    ("refused", "refused"),
+                    ("retransmits", "retransmissions"),
+                    ("bytes", "sent and received"),
+                ],
+            ),
+        ),
+        (
+            "HTTP",
+            shown(
+                "http",
+                &[
+                    ("scripts", "scripts served"),
+                    ("files", "image files served"),
+                ],
+            ),
+        ),
+    ];
     let transfers = services
         .transfers
         .as_ref()
@@ -440,6 +498,7 @@ pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
         interfaces,
         listeners,
         counters,
+        counter_groups,
         transfers,
         recent: boot
             .timeline()
