@@ -75,7 +75,7 @@ enum Command {
         dir: admin::DataDir,
     },
     /// Set the web UI's admin password: asks for it (or reads one line from standard input)
-    /// and stores its argon2 hash in <data>/admin-password.
+    /// and stores its argon2 hash in DATA/admin-password.
     Password {
         /// Print the hash (for admin_password_hash in bootherd.yaml) instead of storing it.
         #[arg(long)]
@@ -83,7 +83,7 @@ enum Command {
         #[command(flatten)]
         dir: admin::DataDir,
     },
-    /// Manage API tokens for the REST API (stored hashed in <data>/api-tokens.yaml).
+    /// Manage API tokens for the REST API (stored hashed in DATA/api-tokens.yaml).
     Token {
         #[command(subcommand)]
         command: admin::TokenCommand,
@@ -139,7 +139,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 68)]
     watch_port: u16,
     /// argon2 hash of the web UI's admin password (make one with `bootherd password --print`).
-    /// BOOTHERD_ADMIN_PASSWORD (the password itself) and <data>/admin-password work too.
+    /// BOOTHERD_ADMIN_PASSWORD (the password itself) and DATA/admin-password work too.
     #[arg(
         long,
         value_name = "HASH",
