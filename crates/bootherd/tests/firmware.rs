@@ -261,7 +261,10 @@ impl Lab {
             &self.logs.path().join("bootherd.log"),
             Some(self.boot_ns.name()),
         );
-        daemon.wait_for_log(&["HTTP boot server and web UI listening"], Duration::from_secs(10));
+        daemon.wait_for_log(
+            &["HTTP boot server and web UI listening"],
+            Duration::from_secs(10),
+        );
         self.bootherd = Some(daemon);
     }
 
