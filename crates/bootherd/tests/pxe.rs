@@ -223,6 +223,21 @@ fn pxe_client_gets_address_from_lan_dhcp_and_boot_file_from_bootherd() {
     );
     assert!(log.contains("mac=52:54:00:12:34:01"), "{log}");
     assert!(log.contains("outcome=completed"), "{log}");
+
+    // The same boots, counted in /metrics by architecture and outcome (each client got two
+    // replies: the proxy offer and the answer to its REQUEST on port 67 or 4011).
+    let (ok, metrics) = curl_in(&net, "http://10.77.0.2:8080/metrics", &[]);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(ok, "{metrics}");
+    for sample in [
+        "bootherd_dhcp_offers_by_arch_total{arch=\"bios\"} 2",
+        "bootherd_dhcp_offers_by_arch_total{arch=\"efi-x64\"} 2",
+        "bootherd_dhcp_replies_total{type=\"ack\"} 1",
+        "bootherd_transfers_total{protocol=\"tftp\",outcome=\"completed\"} 2",
+        "bootherd_bytes_total{protocol=\"tftp\"} 370000",
+    ] {
+        assert!(metrics.contains(sample), "no '{sample}' in\n{metrics}");
+    }
 }
 
 #[test]

@@ -25,6 +25,8 @@ pub struct DhcpCounters {
     pub declined: AtomicU64,
     pub malformed: AtomicU64,
     pub competing: AtomicU64,
+    /// Offers and ACKs sent, by client architecture (`Arch::name`).
+    pub by_arch: crate::tftp::LabelCounts,
 }
 
 /// What the responder needs from the rest of bootherd.
@@ -120,6 +122,7 @@ async fn handle_datagram(
                         &counters.acks
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    counters.by_arch.add(request.arch.name());
                     info!(
                         mac = %request.mac,
                         port = port.name(),

@@ -14,6 +14,6 @@ pub mod udp;
 pub use dhcp::{DhcpCounters, DhcpService, serve as serve_dhcp, watch_competitors};
 pub use interfaces::{Interfaces, Selection};
 pub use tftp::{
-    ActiveTransfers, TftpConfig, TftpCounters, TftpService, TransferPorts, TransferProgress,
-    serve as serve_tftp,
+    ActiveTransfers, LabelCounts, TftpConfig, TftpCounters, TftpService, TransferPorts,
+    TransferProgress, serve as serve_tftp,
 };

@@ -88,6 +88,25 @@ pub struct TftpCounters {
     pub bytes: AtomicU64,
     pub retransmits: AtomicU64,
     pub active: AtomicU64,
+    /// Finished transfers by outcome (`Outcome::kind`).
+    pub outcomes: LabelCounts,
+    /// Refused requests by TFTP error code (`ErrorCode::name`).
+    pub refusals: LabelCounts,
+}
+
+/// Counters by a label from a small fixed set (outcome, error code, architecture); touched
+/// once per transfer or offer, not per packet, so a lock is cheap enough.
+#[derive(Debug, Default)]
+pub struct LabelCounts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl LabelCounts {
+    pub fn add(&self, label: &'static str) {
+        *lock(&self.0).entry(label).or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.0).clone()
+    }
 }
 
 /// A transfer in progress, as the dashboard shows it.
@@ -445,6 +464,7 @@ impl TransferTask {
             Ok(pair) => pair,
             Err(refusal) => {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
+                counters.refusals.add(refusal.code.name());
                 let mut out = Vec::new();
                 packet::encode_error(&mut out, refusal.code, &refusal.message);
                 let _ = self.shared.listener.send(&out, client, local_ip).await;
@@ -495,6 +515,7 @@ impl TransferTask {
             (&counters.failed, false)
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        counters.outcomes.add(outcome.kind());
         let duration_ms = started.elapsed().as_millis() as u64;
         let direction = if transfer.is_write() { "write" } else { "read" };
         let options = params.describe_options();

@@ -94,6 +94,22 @@ impl ErrorCode {
         }
     }
 
+    /// A short stable name, for metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::NotDefined => "not_defined",
+            ErrorCode::FileNotFound => "file_not_found",
+            ErrorCode::AccessViolation => "access_violation",
+            ErrorCode::DiskFull => "disk_full",
+            ErrorCode::IllegalOperation => "illegal_operation",
+            ErrorCode::UnknownTransferId => "unknown_transfer_id",
+            ErrorCode::FileExists => "file_exists",
+            ErrorCode::NoSuchUser => "no_such_user",
+            ErrorCode::OptionNegotiation => "option_negotiation",
+            ErrorCode::Other(_) => "other",
+        }
+    }
+
     pub fn as_u16(self) -> u16 {
         match self {
             ErrorCode::NotDefined => 0,

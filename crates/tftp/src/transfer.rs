@@ -85,6 +85,22 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// A short stable name, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::FinalAckMissing => "final_ack_missing",
+            Outcome::SizeProbe => "size_probe",
+            Outcome::ClientAborted { .. } => "client_aborted",
+            Outcome::TimedOut { .. } => "timed_out",
+            Outcome::ReadError(_) => "read_error",
+            Outcome::StoreError(_) => "store_error",
+            Outcome::ProtocolViolation(_) => "protocol_violation",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Superseded => "superseded",
+        }
+    }
+
     /// Whether the client got what it asked for (or, for a probe, what it wanted to know).
     pub fn is_success(&self) -> bool {
         matches!(

@@ -59,6 +59,11 @@ pub(crate) async fn boot_script(
         .strip_suffix(".ipxe")
         .and_then(|m| m.parse::<Mac>().ok())
     else {
+        state
+            .services
+            .http
+            .not_found
+            .fetch_add(1, Ordering::Relaxed);
         return text(
             StatusCode::NOT_FOUND,
             format!(
@@ -76,7 +81,9 @@ pub(crate) async fn boot_script(
         state.boot.record_address(mac, ip);
     }
     let body = state.boot.script(&mac, &base);
-    state.services.http.scripts.fetch_add(1, Ordering::Relaxed);
+    let http = &state.services.http;
+    http.scripts.fetch_add(1, Ordering::Relaxed);
+    http.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     info!(%mac, "iPXE script served");
     text(StatusCode::OK, body)
 }
@@ -87,6 +94,11 @@ pub(crate) async fn image_file(
     request: Request,
 ) -> Response {
     let not_found = || {
+        state
+            .services
+            .http
+            .not_found
+            .fetch_add(1, Ordering::Relaxed);
         text(
             StatusCode::NOT_FOUND,
             format!("image '{image}' has no file '{file}'\n"),
@@ -120,9 +132,23 @@ pub(crate) async fn image_file(
             format!("{image}/{file} over HTTP{range}"),
         );
     }
-    state.services.http.files.fetch_add(1, Ordering::Relaxed);
     match ServeFile::new(path).oneshot(request).await {
-        Ok(response) => response.into_response(),
+        Ok(response) => {
+            // Counted as sent when the response starts: Content-Length is what a whole
+            // (or ranged) response carries; a client hanging up early is rare enough.
+            if response.status().is_success() {
+                let http = &state.services.http;
+                http.files.fetch_add(1, Ordering::Relaxed);
+                let length = response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                http.bytes.fetch_add(length, Ordering::Relaxed);
+            }
+            response.into_response()
+        }
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot read {image}/{file}: {e}\n"),

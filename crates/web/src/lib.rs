@@ -8,7 +8,7 @@
 //! - `GET /images/<image>/<file>`: files of the image store that the image's manifest lists,
 //!   with Range and conditional requests, streamed.
 //! - `GET /bootloaders/<file>`: iPXE binaries, for UEFI HTTP Boot.
-//! - `GET /healthz`.
+//! - `GET /healthz`, and `GET /metrics` (Prometheus; counts only, no machine names).
 //!
 //! For people, behind a login (admin password → session cookie, or an API token):
 //! - the management UI (`/`, `/machines`, `/profiles`, `/images`, `/tokens`), server-rendered
@@ -20,6 +20,7 @@ mod access;
 mod api;
 pub mod auth;
 mod boot;
+mod metrics;
 mod pages;
 pub mod status;
 mod views;
@@ -54,6 +55,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::metrics))
         .route("/boot/{script}", get(boot::boot_script))
         .route("/images/{image}/{file}", get(boot::image_file));
     if let Some(dir) = &state.bootloaders {

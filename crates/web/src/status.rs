@@ -36,6 +36,10 @@ impl Listener {
 pub struct HttpCounters {
     pub scripts: AtomicU64,
     pub files: AtomicU64,
+    /// Body bytes of scripts and image files served.
+    pub bytes: AtomicU64,
+    /// Requests for scripts or files that do not exist.
+    pub not_found: AtomicU64,
 }
 
 #[derive(Debug)]

@@ -861,3 +861,87 @@ async fn the_openapi_document_matches_the_routes() {
         }
     }
 }
+
+/// `/metrics` is valid Prometheus text, needs no login, counts what happened and names no
+/// machine.
+#[tokio::test]
+async fn metrics_count_without_naming_machines() {
+    let app = app();
+    app.with_profile().await;
+    app.put_json(
+        &format!("/api/v1/machines/{MAC}"),
+        json!({"profile": "inst"}),
+    )
+    .await;
+    app.script(MAC).await;
+    app.script("nonsense").await;
+    let fetch = |uri: &str| {
+        Request::get(uri)
+            .header(header::HOST, "10.0.0.2:8080")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let kernel = app.send(fetch("/images/debian/vmlinuz")).await;
+    assert_eq!(kernel.body.len(), 5000);
+    app.send(fetch("/images/debian/nosuch")).await;
+
+    let reply = app.send(fetch("/metrics")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = reply.text();
+    let mut samples = std::collections::BTreeMap::new();
+    let mut typed = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(typed.contains(name), "{name} has no TYPE line");
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{name}"
+        );
+        value
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.insert(series.to_string(), value.to_string());
+    }
+    let sample = |series: &str| samples.get(series).map(String::as_str);
+    assert_eq!(
+        sample(r#"bootherd_transfers_total{protocol="http",outcome="script"}"#),
+        Some("1")
+    );
+    assert_eq!(
+        sample(r#"bootherd_transfers_total{protocol="http",outcome="file"}"#),
+        Some("1")
+    );
+    assert_eq!(
+        sample(r#"bootherd_failures_total{protocol="http",reason="not_found"}"#),
+        Some("2")
+    );
+    let script_len = app.script(MAC).await.len() as u64;
+    assert!(
+        sample(r#"bootherd_bytes_total{protocol="http"}"#)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 5000 + script_len - 10
+    );
+    assert_eq!(sample(r#"bootherd_profiles{ready="true"}"#), Some("1"));
+    assert_eq!(sample("bootherd_machines_registered"), Some("1"));
+    assert!(!text.contains(MAC) && !text.contains("inst"), "{text}");
+}
