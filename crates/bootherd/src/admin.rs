@@ -25,18 +25,29 @@ pub(crate) struct DataDir {
 pub(crate) enum ImageCommand {
     /// Import files into an image (created if it does not exist); each is hashed while copied.
     Add {
+        /// Image name: lowercase letters, digits, '.', '_' and '-' (e.g. debian-12).
         name: Name,
+        /// Files to import; each keeps its file name inside the image.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// List images.
     List,
     /// Show an image's files, sizes and sha256.
-    Show { name: Name },
+    Show {
+        /// Image name.
+        name: Name,
+    },
     /// Re-hash an image's files against its manifest.
-    Verify { name: Name },
+    Verify {
+        /// Image name.
+        name: Name,
+    },
     /// Delete an image (refused while a profile uses it).
-    Remove { name: Name },
+    Remove {
+        /// Image name.
+        name: Name,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,14 +58,22 @@ pub(crate) enum ProfileCommand {
     /// List profiles with their readiness.
     List,
     /// Show one profile.
-    Show { name: Name },
+    Show {
+        /// Profile name.
+        name: Name,
+    },
     /// Delete a profile (refused while a machine, a menu or the defaults use it).
-    Remove { name: Name },
+    Remove {
+        /// Profile name.
+        name: Name,
+    },
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ProfileSpec {
+    /// Profile name: lowercase letters, digits, '.', '_' and '-'.
     name: Name,
+    /// Image whose files the profile boots (with --kernel or --bootfile).
     #[arg(long)]
     image: Option<Name>,
     /// Kernel file of the image.
@@ -87,6 +106,7 @@ pub(crate) struct ProfileSpec {
     /// A raw boot file for an architecture, ARCH=FILE (repeatable), e.g. bios=pxelinux.0.
     #[arg(long, value_name = "ARCH=FILE", requires = "image")]
     bootfile: Vec<String>,
+    /// What the profile is for, shown in menus and the web UI.
     #[arg(long, default_value = "")]
     description: String,
 }
@@ -95,12 +115,15 @@ pub(crate) struct ProfileSpec {
 pub(crate) enum MachineCommand {
     /// Register a machine or change it: its profile, boot-once profile and name.
     Set {
+        /// MAC address, e.g. 52:54:00:12:34:56 (dashes work too).
         mac: Mac,
+        /// What it boots from now on.
         #[arg(long)]
         profile: Option<Name>,
         /// Boot this profile once, then fall back to --profile.
         #[arg(long)]
         once: Option<Name>,
+        /// A name for people (hostname, rack position).
         #[arg(long)]
         name: Option<String>,
         /// Remove the assigned profile (the defaults apply again).
@@ -110,9 +133,15 @@ pub(crate) enum MachineCommand {
     /// List machines.
     List,
     /// Show one machine.
-    Show { mac: Mac },
-    /// Forget a machine.
-    Remove { mac: Mac },
+    Show {
+        /// MAC address.
+        mac: Mac,
+    },
+    /// Forget a machine (it then boots like an unknown machine).
+    Remove {
+        /// MAC address.
+        mac: Mac,
+    },
 }
 
 fn open(data: &Path) -> anyhow::Result<Store> {
@@ -571,11 +600,17 @@ pub(crate) const TOKEN_FILE: &str = "api-tokens.yaml";
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCommand {
     /// Create a token and print it (only its hash is stored: it cannot be shown again).
-    Add { name: String },
+    Add {
+        /// A name saying who uses it (ansible, ci): letters, digits, '-', '_' and '.'.
+        name: String,
+    },
     /// List token names and when they were made.
     List,
     /// Revoke a token.
-    Remove { name: String },
+    Remove {
+        /// Token name.
+        name: String,
+    },
 }
 
 pub(crate) fn token(command: TokenCommand, dir: &DataDir) -> anyhow::Result<()> {
@@ -668,5 +703,60 @@ pub(crate) fn password(print: bool, dir: &DataDir) -> anyhow::Result<()> {
         "admin password set ({}); restart bootherd serve to use it",
         path.display()
     );
+    Ok(())
+}
+
+/// A plain HTTP/1.1 GET of the health endpoint with short timeouts: the container's
+/// HEALTHCHECK runs this binary rather than shipping curl in the image.
+pub(crate) fn health(url: Option<&str>) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+    let default_url;
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let port = std::env::var("BOOTHERD_HTTP_PORT").unwrap_or_else(|_| "8080".into());
+            default_url = format!("http://127.0.0.1:{port}/healthz");
+            &default_url
+        }
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, format!("/{path}")),
+        None => (rest, "/".to_string()),
+    };
+    let address = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let target = address
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {address}"))?
+        .next()
+        .with_context(|| format!("{address} has no address"))?;
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&target, timeout)
+        .with_context(|| format!("connecting to {target}: is bootherd serve running?"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream
+        .take(64 * 1024)
+        .read_to_end(&mut response)
+        .with_context(|| format!("reading the answer from {url}"))?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("{url} answered '{status}'");
+    }
+    println!("healthy: {url}");
     Ok(())
 }

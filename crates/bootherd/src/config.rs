@@ -60,32 +60,47 @@ pub(crate) struct TftpSettings {
     pub(crate) max_retries: Option<u32>,
 }
 
-/// Reads and checks a configuration file.
-pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
+fn parse<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
-    let config: Config = serde_yaml_ng::from_str(&text).map_err(|e| {
+    serde_yaml_ng::from_str(&text).map_err(|e| {
         let at = e
             .location()
             .map(|l| format!(" line {} column {}", l.line(), l.column()))
             .unwrap_or_default();
         anyhow::anyhow!("{}{at}: {e}", path.display())
-    })?;
-    if let Some(range) = &config.tftp.port_range {
-        TransferPorts::parse_range(range)
-            .map_err(|e| anyhow::anyhow!("{}: tftp.port_range: {e}", path.display()))?;
-    }
-    if let Some(blksize) = config.tftp.max_blksize {
-        anyhow::ensure!(
-            (8..=65464).contains(&blksize),
-            "{}: tftp.max_blksize {blksize} is outside 8..65464",
-            path.display()
-        );
-    }
-    if config.tftp.max_windowsize == Some(0) {
-        anyhow::bail!("{}: tftp.max_windowsize must be at least 1", path.display());
+    })
+}
+
+/// Reads and checks a configuration file of `bootherd serve`.
+pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
+    let config: Config = parse(path)?;
+    config.tftp.check(path)?;
+    if let Some(hash) = &config.admin_password_hash {
+        bootherd_web::check_password_hash(hash)
+            .map_err(|e| anyhow::anyhow!("{}: admin_password_hash: {e}", path.display()))?;
     }
     Ok(config)
+}
+
+impl TftpSettings {
+    fn check(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(range) = &self.port_range {
+            TransferPorts::parse_range(range)
+                .map_err(|e| anyhow::anyhow!("{}: tftp.port_range: {e}", path.display()))?;
+        }
+        if let Some(blksize) = self.max_blksize {
+            anyhow::ensure!(
+                (8..=65464).contains(&blksize),
+                "{}: tftp.max_blksize {blksize} is outside 8..65464",
+                path.display()
+            );
+        }
+        if self.max_windowsize == Some(0) {
+            anyhow::bail!("{}: tftp.max_windowsize must be at least 1", path.display());
+        }
+        Ok(())
+    }
 }
 
 /// Whether the user gave this flag (on the command line or through its environment
@@ -135,8 +150,20 @@ impl Config {
         from_file!(matches, "tftp_port", args.tftp_port, self.ports.tftp);
         from_file!(matches, "http_port", args.http_port, self.ports.http);
         from_file!(matches, "watch_port", args.watch_port, self.ports.watch);
-        let t = &self.tftp;
-        let tuning = &mut args.tftp;
+        self.tftp.apply(matches, &mut args.tftp)?;
+        if let Some(hash) = &self.admin_password_hash {
+            if !given(matches, "admin_password_hash") {
+                args.admin_password_hash = Some(hash.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TftpSettings {
+    /// Fills the TFTP flags shared by `serve` and `tftp` from the file.
+    fn apply(&self, matches: &ArgMatches, tuning: &mut crate::TftpTuning) -> anyhow::Result<()> {
+        let t = self;
         if let Some(range) = &t.port_range {
             if !given(matches, "port_range") {
                 tuning.port_range =
@@ -181,13 +208,39 @@ impl Config {
             t.allow_overwrite
         );
         from_file!(matches, "max_retries", tuning.max_retries, t.max_retries);
-        if let Some(hash) = &self.admin_password_hash {
-            if !given(matches, "admin_password_hash") {
-                args.admin_password_hash = Some(hash.clone());
-            }
-        }
         Ok(())
     }
+}
+
+/// The configuration file of `bootherd tftp`, the TFTP-only drop-in for tftpd-hpa.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TftpOnlyConfig {
+    /// Directory served (tftpd-hpa's TFTP_DIRECTORY).
+    pub(crate) root: Option<PathBuf>,
+    /// Address and port (tftpd-hpa's TFTP_ADDRESS).
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    pub(crate) tftp: TftpSettings,
+}
+
+impl TftpOnlyConfig {
+    pub(crate) fn apply(
+        &self,
+        matches: &ArgMatches,
+        args: &mut crate::TftpArgs,
+    ) -> anyhow::Result<()> {
+        from_file!(matches, "root", args.root, self.root.clone());
+        from_file!(matches, "listen", args.listen, self.listen);
+        self.tftp.apply(matches, &mut args.tftp)
+    }
+}
+
+/// Reads and checks a configuration file of `bootherd tftp`.
+pub(crate) fn load_tftp_only(path: &Path) -> anyhow::Result<TftpOnlyConfig> {
+    let config: TftpOnlyConfig = parse(path)?;
+    config.tftp.check(path)?;
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -210,6 +263,11 @@ mod tests {
                 std::fs::copy(&path, data.path().join("state.yaml")).unwrap();
                 bootherd_store::Store::open(data.path())
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            } else if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("tftp-"))
+            {
+                load_tftp_only(&path).unwrap_or_else(|e| panic!("{e:#}"));
             } else {
                 load(&path).unwrap_or_else(|e| panic!("{e:#}"));
             }

@@ -48,8 +48,9 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the PXE appliance: ProxyDHCP (ports 67 and 4011) and TFTP (69) serving bootloaders,
-    /// next to the LAN's own DHCP server. It never hands out addresses.
+    /// Run the PXE appliance: ProxyDHCP (ports 67 and 4011), TFTP (69), and HTTP (8080) for
+    /// iPXE scripts, images, the web UI, the REST API and /metrics, next to the LAN's own DHCP
+    /// server. It never hands out addresses.
     Serve(ServeArgs),
     /// Run only the TFTP server over a directory: a drop-in replacement for tftpd-hpa.
     Tftp(TftpArgs),
@@ -89,6 +90,13 @@ enum Command {
         command: admin::TokenCommand,
         #[command(flatten)]
         dir: admin::DataDir,
+    },
+    /// Exit 0 if the server at URL answers its health check (for container HEALTHCHECKs and
+    /// scripts; needs no curl).
+    Health {
+        /// The server's /healthz; the port follows BOOTHERD_HTTP_PORT.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Check the configuration, the state and the images: each profile's readiness and every
     /// problem, with the fix.
@@ -132,8 +140,8 @@ struct ServeArgs {
     /// TFTP port.
     #[arg(long, default_value_t = 69)]
     tftp_port: u16,
-    /// HTTP port for iPXE scripts and images (and UEFI HTTP Boot).
-    #[arg(long, default_value_t = 8080)]
+    /// HTTP port for iPXE scripts and images (and UEFI HTTP Boot), the web UI and the API.
+    #[arg(long, default_value_t = 8080, env = "BOOTHERD_HTTP_PORT")]
     http_port: u16,
     /// DHCP client port watched for other servers' boot offers (0 disables the watch).
     #[arg(long, default_value_t = 68)]
@@ -153,6 +161,10 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct TftpArgs {
+    /// Configuration file (root, listen and the tftp: settings of bootherd.yaml); flags given
+    /// on the command line override it. See examples/tftp-only.yaml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Directory to serve. Requests are mapped into it ('\' and a leading '/' included); nothing
     /// outside it is ever served, symlinks included.
     #[arg(long, default_value = "images")]
@@ -272,6 +284,18 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let (Command::Tftp(args), Some(("tftp", tftp_matches))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        if let Some(path) = args.config.clone() {
+            let applied =
+                config::load_tftp_only(&path).and_then(|config| config.apply(tftp_matches, args));
+            if let Err(e) = applied {
+                eprintln!("bootherd: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     init_logging(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -310,6 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profile { command, dir } => admin::profile(command, &dir),
         Command::Machine { command, dir } => admin::machine(command, &dir),
         Command::Password { print, dir } => admin::password(print, &dir),
+        Command::Health { url } => admin::health(url.as_deref()),
         Command::Token { command, dir } => admin::token(command, &dir),
         Command::Check {
             config,
@@ -658,4 +683,36 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` of every command explains the command and each of its flags.
+    #[test]
+    fn every_command_and_flag_is_explained() {
+        fn check(command: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            if command.get_about().is_none() {
+                problems.push(format!("`{path}` has no description"));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    problems.push(format!("`{path}` argument '{id}' has no help"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), problems);
+            }
+        }
+        let command = crate::Cli::command();
+        command.clone().debug_assert();
+        let mut problems = Vec::new();
+        check(&command, "bootherd", &mut problems);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }

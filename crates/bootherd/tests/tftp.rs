@@ -661,3 +661,66 @@ fn fetch_with_broadcast_acks() -> (Vec<u8>, usize, SocketAddr) {
         }
     }
 }
+
+/// `bootherd tftp --config` takes the root, the address and the TFTP settings from a file (the
+/// drop-in replacement for tftpd-hpa's /etc/default file), and a flag still wins over it.
+#[test]
+fn tftp_only_configuration_file() {
+    let root = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("pxelinux.0"), pattern(40_000)).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let lo = free_udp_port();
+    let config = logs.path().join("tftp-only.yaml");
+    fs::write(
+        &config,
+        format!(
+            "root: {}\nlisten: 127.0.0.1:{port}\ntftp:\n  port_range: \"{lo}:{lo}\"\n  max_blksize: 1024\n",
+            root.path().display()
+        ),
+    )
+    .unwrap();
+    let process = Daemon::spawn(
+        Path::new(BIN),
+        &[
+            "tftp",
+            "--config",
+            config.to_str().unwrap(),
+            "--max-blksize",
+            "1432",
+        ],
+        &logs.path().join("bootherd.log"),
+        None,
+    );
+    process.wait_for_log(&["TFTP server listening"], Duration::from_secs(10));
+    let out = logs.path().join("got");
+    let output = run_with_timeout(
+        Command::new("curl")
+            .args(["-sS", "--tftp-blksize", "8192", "-o"])
+            .arg(&out)
+            .arg(format!("tftp://127.0.0.1:{port}/pxelinux.0")),
+        Duration::from_secs(20),
+    );
+    assert!(output.status.success(), "{}", process.log());
+    assert!(fs::read(&out).unwrap() == pattern(40_000));
+    let log = process.log();
+    assert!(log.contains(&format!("Range({lo}, {lo})")), "{log}");
+    assert!(log.contains(&format!("local_port={lo}")), "{log}");
+    // The flag (1432) beat the file (1024).
+    assert!(log.contains("blksize=1432"), "{log}");
+    // A typo in the file is an error naming the line, and nothing starts.
+    fs::write(
+        &config,
+        "root: /srv\nlisten: 127.0.0.1:1\ntftp:\n  singel_port: true\n",
+    )
+    .unwrap();
+    let output = run_with_timeout(
+        Command::new(BIN).args(["tftp", "--config", config.to_str().unwrap()]),
+        Duration::from_secs(10),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("line 4"),
+        "{stderr}"
+    );
+}

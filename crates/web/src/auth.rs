@@ -60,6 +60,13 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
         .map_err(|e| AuthError::BadHash(e.to_string()))
 }
 
+/// Whether `hash` is a password hash bootherd can check passwords against.
+pub fn check_password_hash(hash: &str) -> Result<(), AuthError> {
+    PasswordHash::new(hash)
+        .map(|_| ())
+        .map_err(|e| AuthError::BadHash(e.to_string()))
+}
+
 fn random_bytes<const N: usize>() -> Result<[u8; N], AuthError> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
@@ -256,7 +263,7 @@ impl Auth {
     /// (API tokens still work).
     pub fn new(password_hash: Option<String>, tokens: TokenFile) -> Result<Auth, AuthError> {
         if let Some(hash) = &password_hash {
-            PasswordHash::new(hash).map_err(|e| AuthError::BadHash(e.to_string()))?;
+            check_password_hash(hash)?;
         }
         Ok(Auth {
             password_hash,

@@ -38,7 +38,7 @@ use rust_embed::RustEmbed;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
-pub use auth::{Auth, AuthError, TokenFile, hash_password};
+pub use auth::{Auth, AuthError, TokenFile, check_password_hash, hash_password};
 pub use status::Services;
 
 #[derive(Debug, Clone)]
