@@ -26,7 +26,7 @@ FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ipxe libcap2-bin \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --home-dir /var/lib/bootherd --shell /usr/sbin/nologin bootherd \
+ && useradd --system -K SYS_UID_MAX=10001 --uid 10001 --user-group --home-dir /var/lib/bootherd --shell /usr/sbin/nologin bootherd \
  && install -d -o bootherd -g bootherd -m 0750 /var/lib/bootherd
 COPY --from=build /out/bootherd /usr/local/bin/bootherd
 RUN setcap cap_net_bind_service=+ep /usr/local/bin/bootherd \

@@ -29,6 +29,8 @@ if ! have_image "$base"; then
   root=$(mktemp -d)
   debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  # mktemp made it 0700, and the image's / would keep that: only root could run anything.
+  chmod 0755 "$root"
   tar -C "$root" -c . | "${podman[@]}" import - "$base" >/dev/null
   rm -rf "$root"
 fi
@@ -53,7 +55,8 @@ CONTAINERFILE
 fi
 
 echo "== building the Dockerfile"
-"${buildah[@]}" bud --quiet --pull=never --isolation chroot --layers=false \
+# Docker's image format: OCI images have no HEALTHCHECK.
+"${buildah[@]}" bud --quiet --pull=never --isolation chroot --layers=false --format docker \
   --build-arg RUST_IMAGE="$rust" --build-arg RUNTIME_IMAGE="$base" -t "$image" . >/dev/null
 
 echo "== checking the image"
@@ -61,9 +64,16 @@ container=$("${buildah[@]}" from --pull=never "$image")
 cleanup() {
   "${buildah[@]}" umount "$container" >/dev/null 2>&1 || true
   "${buildah[@]}" rm "$container" >/dev/null 2>&1 || true
+  # The build stage's leftovers; the base images stay for the next run.
+  "${buildah[@]}" rmi --prune >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-run() { "${buildah[@]}" run --isolation chroot "$container" -- "$@"; }
+# Like `docker run --cap-drop ALL --cap-add NET_BIND_SERVICE`: the binary's file capability
+# must be in the bounding set, or the kernel refuses to run it.
+run() {
+  "${buildah[@]}" run --isolation chroot --cap-drop ALL --cap-add CAP_NET_BIND_SERVICE \
+    "$container" -- "$@"
+}
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
 version=$(run bootherd --version)
