@@ -68,12 +68,10 @@ cleanup() {
   "${buildah[@]}" rmi --prune >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-# Like `docker run --cap-drop ALL --cap-add NET_BIND_SERVICE`: the binary's file capability
-# must be in the bounding set, or the kernel refuses to run it.
-run() {
-  "${buildah[@]}" run --isolation chroot --cap-drop ALL --cap-add CAP_NET_BIND_SERVICE \
-    "$container" -- "$@"
-}
+# buildah's default capability set, like Docker's, includes NET_BIND_SERVICE. (Its
+# --cap-drop ALL --cap-add ... sets a wrong bounding set under chroot isolation, so the
+# narrower set is not reproduced here; the low-port bind below shows the capability works.)
+run() { "${buildah[@]}" run --isolation chroot "$container" -- "$@"; }
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
 version=$(run bootherd --version)
@@ -111,18 +109,20 @@ assert "BOOTHERD_DATA=/var/lib/bootherd" in oci.get("Env", []), oci.get("Env")
 print("ok: user bootherd, volume /var/lib/bootherd, entrypoint bootherd serve, healthcheck", health["Test"][1:])
 PY
 
-# The healthcheck against a real server, started as the image would start it, on loopback and
-# high ports (the capability is not in play in a buildah run).
+# The healthcheck against a real server started as the image starts it (user bootherd), on
+# loopback; its TFTP port is below 1024, which only the file capability allows.
 port=$((20000 + RANDOM % 20000))
-run env BOOTHERD_HTTP_PORT="$port" sh -c '
-  bootherd serve --bind 127.0.0.1 --dhcp-port 0 --proxy-port 0 --tftp-port 0 --watch-port 0 \
+low=$((700 + RANDOM % 300))
+run env BOOTHERD_HTTP_PORT="$port" LOW="$low" sh -c '
+  bootherd serve --bind 127.0.0.1 --dhcp-port 0 --proxy-port 0 --tftp-port "$LOW" --watch-port 0 \
       >/tmp/serve.log 2>&1 &
   server=$!
   for _ in $(seq 50); do bootherd health >/dev/null 2>&1 && break; sleep 0.2; done
   bootherd health; status=$?
   kill $server; wait $server 2>/dev/null
   grep -q "no admin password is set" /tmp/serve.log || { cat /tmp/serve.log; exit 1; }
+  grep -q "TFTP server listening local=127.0.0.1:$LOW" /tmp/serve.log || { cat /tmp/serve.log; exit 1; }
   test -f /var/lib/bootherd/state.yaml -o -d /var/lib/bootherd/images || { ls -la /var/lib/bootherd; exit 1; }
   exit $status' || fail "the healthcheck did not pass against a running server"
-echo "ok: healthcheck passes against a running server; data written to the volume as bootherd"
+echo "ok: healthcheck passes against a running server; as bootherd it bound port $low and wrote its data to the volume"
 echo "image checks passed"

@@ -126,15 +126,15 @@ impl Timeline {
             events.push_back(event.clone());
         }
         let event = MachineEvent { mac, event };
-        {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            if recent.len() == RECENT {
-                recent.pop_front();
-            }
-            recent.push_back(event.clone());
+        // No subscriber is the normal case when nobody has the UI open: no copy then.
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(event.clone());
         }
-        // No subscriber is the normal case when nobody has the UI open.
-        let _ = self.live.send(event);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(event);
     }
 
     pub fn events(&self, mac: &Mac) -> Vec<TimelineEvent> {

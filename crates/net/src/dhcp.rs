@@ -53,9 +53,13 @@ pub async fn serve(
     let local = socket.local_addr()?;
     info!(%local, port = port.name(), "ProxyDHCP responder listening");
     let mut buf = vec![0u8; BUFFER];
+    // Built once: a cancellation future made per packet registers and unregisters a waiter
+    // (a lock each way) on every request.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let (len, arrival) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = &mut cancelled => break,
             received = socket.recv(&mut buf) => match received {
                 Ok(r) => r,
                 Err(e) => {

@@ -277,7 +277,14 @@ struct LoginForm {
 }
 
 async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    match state.auth.login(&form.password) {
+    // Checking a password is deliberately slow (argon2): off the async workers, so boots
+    // going on meanwhile are not held up.
+    let auth = state.auth.clone();
+    let password = form.password.clone();
+    let checked = tokio::task::spawn_blocking(move || auth.login(&password))
+        .await
+        .unwrap_or(Err(LoginError::WrongPassword));
+    match checked {
         Ok((cookie, _)) => {
             info!("admin logged in");
             let mut response = Redirect::to(safe_next(&form.next)).into_response();
