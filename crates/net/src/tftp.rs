@@ -191,6 +191,8 @@ type MtuKey = (Option<Ipv4Addr>, IpAddr);
 
 /// Shared by the listener and every transfer task.
 struct Shared {
+    /// The listener's address (asked of the kernel once, not per transfer).
+    local: SocketAddr,
     service: TftpService,
     listener: Arc<PktSocket>,
     table: Table,
@@ -259,6 +261,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     info!(%local, ports = ?service.config.ports, uploads = service.uploads.is_some(), "TFTP server listening");
     let shared = Arc::new(Shared {
+        local,
         permits: Arc::new(Semaphore::new(service.config.max_transfers.max(1))),
         service,
         listener,
@@ -519,7 +522,6 @@ impl TransferTask {
         let duration_ms = started.elapsed().as_millis() as u64;
         let direction = if transfer.is_write() { "write" } else { "read" };
         let options = params.describe_options();
-        let local_port = link.socket().local_addr().map(|a| a.port()).unwrap_or(0);
         macro_rules! transfer_event {
             ($level:ident) => {
                 $level!(
@@ -528,7 +530,8 @@ impl TransferTask {
                     direction,
                     mode = %params.mode,
                     options = %options,
-                    local_port,
+                    // Only asked of the kernel when this event is logged.
+                    local_port = link.socket().local_addr().map(|a| a.port()).unwrap_or(0),
                     bytes = stats.bytes,
                     size = ?params.size,
                     packets = stats.packets,
@@ -579,7 +582,7 @@ impl TransferTask {
         }
         let link = match service.config.ports {
             TransferPorts::Single => Link::Shared(self.shared.listener.clone()),
-            ports => Link::Own(bind_transfer_socket(ports, self.shared.listener.local_addr().ok()).map_err(|e| {
+            ports => Link::Own(bind_transfer_socket(ports, self.shared.local).map_err(|e| {
                 warn!(error = %e, "no socket for a TFTP transfer");
                 Refusal {
                     code: ErrorCode::NotDefined,
@@ -642,6 +645,14 @@ impl TransferTask {
         let mut confirmed = false;
         loop {
             let now = Instant::now();
+            // A deadline that passed while packets kept arriving (the select below prefers
+            // packets) is handled here, so a flood of stray packets cannot hold off a timeout.
+            if transfer
+                .poll_timeout()
+                .is_some_and(|deadline| deadline <= now)
+            {
+                transfer.handle_timeout(now);
+            }
             while transfer.poll_transmit(now, &mut out) {
                 if let Err(e) = socket.send(&out, client, local_ip).await {
                     // Treated like a lost packet: the retransmission timer deals with it.
@@ -666,24 +677,11 @@ impl TransferTask {
                     armed = Some(deadline);
                 }
             }
+            // Biased, packets first: a packet is what wakes this task nearly every time, and
+            // polling it first means the cancellation futures (each a lock) are not polled
+            // per packet. They still win whenever no packet is ready.
             tokio::select! {
-                _ = &mut shutdown => {
-                    let mut out = Vec::new();
-                    packet::encode_error(&mut out, ErrorCode::NotDefined, "transfer cancelled: the TFTP server is shutting down; retry in a moment");
-                    let _ = socket.send(&out, client, local_ip).await;
-                    return Outcome::Cancelled;
-                }
-                // No ERROR here: the new transfer's client is at this very address.
-                _ = &mut cancel => return Outcome::Superseded,
-                _ = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    transfer.handle_timeout(Instant::now());
-                }
-                inbound = self.inbox.recv() => match inbound {
-                    Some(Inbound::Packet(datagram)) => handle_client_datagram(transfer, client, &datagram),
-                    Some(Inbound::RepeatedRequest) => transfer.handle_repeated_request(),
-                    None => return Outcome::Cancelled,
-                },
+                biased;
                 received = own_recv(link, &mut recv_buf) => match received {
                     Ok((len, arrival)) if arrival.from == client => {
                         handle_client_datagram(transfer, client, &recv_buf[..len]);
@@ -700,6 +698,23 @@ impl TransferTask {
                     }
                     Err(e) => debug!(%client, error = %e, "TFTP receive error"),
                 },
+                inbound = self.inbox.recv() => match inbound {
+                    Some(Inbound::Packet(datagram)) => handle_client_datagram(transfer, client, &datagram),
+                    Some(Inbound::RepeatedRequest) => transfer.handle_repeated_request(),
+                    None => return Outcome::Cancelled,
+                },
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    transfer.handle_timeout(Instant::now());
+                }
+                // No ERROR here: the new transfer's client is at this very address.
+                _ = &mut cancel => return Outcome::Superseded,
+                _ = &mut shutdown => {
+                    let mut out = Vec::new();
+                    packet::encode_error(&mut out, ErrorCode::NotDefined, "transfer cancelled: the TFTP server is shutting down; retry in a moment");
+                    let _ = socket.send(&out, client, local_ip).await;
+                    return Outcome::Cancelled;
+                }
             }
         }
     }
@@ -738,12 +753,9 @@ async fn own_recv(link: &Link, buf: &mut [u8]) -> io::Result<(usize, Arrival)> {
 /// listener is bound to one address: a socket bound to a unicast address does not receive
 /// datagrams sent to the broadcast address, and old clients (Cisco access points) send their
 /// ACKs there. Replies still leave from the address the request was sent to (IP_PKTINFO).
-fn bind_transfer_socket(
-    ports: TransferPorts,
-    listener: Option<SocketAddr>,
-) -> io::Result<PktSocket> {
+fn bind_transfer_socket(ports: TransferPorts, listener: SocketAddr) -> io::Result<PktSocket> {
     let ip: IpAddr = match listener {
-        Some(SocketAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
         _ => Ipv4Addr::UNSPECIFIED.into(),
     };
     match ports {
@@ -754,7 +766,7 @@ fn bind_transfer_socket(
             let offset = fastrand::u32(0..span);
             for i in 0..span {
                 let port = lo + ((offset + i) % span) as u16;
-                match PktSocket::bind(SocketAddr::new(ip, port)) {
+                match PktSocket::bind_transfer(SocketAddr::new(ip, port)) {
                     Ok(socket) => return Ok(socket),
                     Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
                     Err(e) => return Err(e),
@@ -765,6 +777,6 @@ fn bind_transfer_socket(
                 format!("all ports {lo}-{hi} are in use"),
             ))
         }
-        _ => PktSocket::bind(SocketAddr::new(ip, 0)),
+        _ => PktSocket::bind_transfer(SocketAddr::new(ip, 0)),
     }
 }

@@ -60,6 +60,19 @@ impl PktSocket {
         PktSocket::from_std(StdUdpSocket::bind(addr)?)
     }
 
+    /// A socket for one TFTP transfer: it only talks to one client's unicast address and
+    /// chooses its source per datagram, so it needs neither SO_BROADCAST nor IP_PKTINFO on
+    /// receive, and is created non-blocking in one call. Three system calls instead of seven
+    /// matter when a transfer is two packets long.
+    pub fn bind_transfer(addr: SocketAddr) -> io::Result<PktSocket> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking(), None)?;
+        socket.bind(&addr.into())?;
+        Ok(PktSocket {
+            socket: UdpSocket::from_std(socket.into())?,
+        })
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }

@@ -12,6 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
@@ -225,16 +226,26 @@ fn resolve_inside(
 
 /// Serves the regular files below one directory.
 ///
-/// Transfers of the same file share one open file handle and read it block by block with
-/// `pread`, so a boot storm of 1000 clients fetching one bootloader holds one file descriptor
-/// and no per-client copy: the data lives once, in the kernel's page cache. The handle map
-/// holds only weak references, so a file is open exactly as long as some transfer is sending
-/// it, and an edited file (new inode, size or mtime) gets a fresh handle.
+/// Transfers of the same file share one open file: a boot storm of 1000 clients fetching one
+/// bootloader holds one file descriptor and no per-client copy. Small files (bootloaders are
+/// 70 KiB to a few MiB) are read into memory once when opened, within a fixed budget, so each
+/// block is a memory copy instead of a `pread` system call; larger files, and anything past
+/// the budget, are read block by block with `pread` from the page cache. The handle map holds
+/// only weak references, so a file is open (and in memory) exactly as long as some transfer is
+/// sending it, and an edited file (new inode, size or mtime) gets a fresh handle.
 #[derive(Debug)]
 pub struct DirSource {
     root: PathBuf,
     open_files: Mutex<HashMap<PathBuf, OpenFile>>,
+    /// Bytes of file contents held in memory right now, across all open files.
+    in_memory: Arc<AtomicU64>,
 }
+
+/// Files up to this size are held in memory while they are being sent.
+const IN_MEMORY_FILE_MAX: u64 = 4 << 20;
+/// At most this much file content is held in memory at once (the rest is read with pread), so
+/// requests for many different files cannot grow memory without bound.
+const IN_MEMORY_BUDGET: u64 = 32 << 20;
 
 #[derive(Debug)]
 struct OpenFile {
@@ -266,6 +277,48 @@ impl FileStamp {
 struct DiskFile {
     file: File,
     len: u64,
+    /// The whole file, when it is small and the budget allowed it.
+    memory: Option<Box<[u8]>>,
+    in_memory: Arc<AtomicU64>,
+}
+
+impl DiskFile {
+    fn new(file: File, len: u64, in_memory: Arc<AtomicU64>) -> DiskFile {
+        let mut disk = DiskFile {
+            file,
+            len,
+            memory: None,
+            in_memory,
+        };
+        if len <= IN_MEMORY_FILE_MAX && disk.reserve(len) {
+            let mut contents = vec![0u8; len as usize];
+            match disk.file.read_exact_at(&mut contents, 0) {
+                Ok(()) => disk.memory = Some(contents.into_boxed_slice()),
+                // Shrunk or unreadable: give the budget back and serve it with pread, which
+                // copes with (and reports) both.
+                Err(_) => {
+                    disk.in_memory.fetch_sub(len, Ordering::Relaxed);
+                }
+            }
+        }
+        disk
+    }
+
+    fn reserve(&self, len: u64) -> bool {
+        self.in_memory
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used + len <= IN_MEMORY_BUDGET).then_some(used + len)
+            })
+            .is_ok()
+    }
+}
+
+impl Drop for DiskFile {
+    fn drop(&mut self) {
+        if self.memory.is_some() {
+            self.in_memory.fetch_sub(self.len, Ordering::Relaxed);
+        }
+    }
 }
 
 impl FileContent for DiskFile {
@@ -274,6 +327,9 @@ impl FileContent for DiskFile {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(memory) = &self.memory {
+            return <[u8] as FileContent>::read_at(memory, offset, buf);
+        }
         let want = buf
             .len()
             .min(usize::try_from(self.len.saturating_sub(offset)).unwrap_or(usize::MAX));
@@ -315,6 +371,7 @@ impl DirSource {
         Ok(DirSource {
             root,
             open_files: Mutex::new(HashMap::new()),
+            in_memory: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -358,10 +415,7 @@ impl FileSource for DirSource {
             .metadata()
             .map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
         let stamp = FileStamp::of(&meta);
-        let shared = Arc::new(DiskFile {
-            file,
-            len: stamp.len,
-        });
+        let shared = Arc::new(DiskFile::new(file, stamp.len, self.in_memory.clone()));
         if open_files.len() >= 1024 {
             open_files.retain(|_, entry| entry.file.strong_count() > 0);
         }
@@ -632,6 +686,59 @@ mod tests {
         assert_eq!(TftpPath::parse("a\u{1}b"), Err(PathError::ControlCharacter));
         assert_eq!(TftpPath::parse("/"), Err(PathError::Empty));
         assert_eq!(TftpPath::parse("..."), Ok(TftpPath("...".into())));
+    }
+
+    /// Small files are served from memory within the budget, the rest with pread; both give
+    /// the same bytes, and the budget comes back when the last transfer lets go.
+    #[test]
+    fn small_files_in_memory_within_a_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let small: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let large: Vec<u8> = (0..(IN_MEMORY_FILE_MAX as u32 + 10))
+            .map(|i| (i % 7) as u8)
+            .collect();
+        fs::write(dir.path().join("small"), &small).unwrap();
+        fs::write(dir.path().join("large"), &large).unwrap();
+        let source = DirSource::new(dir.path()).unwrap();
+        let read_all = |content: &Arc<dyn FileContent>| {
+            let mut out = Vec::new();
+            let mut block = vec![0u8; 1432];
+            loop {
+                let n = content.read_at(out.len() as u64, &mut block).unwrap();
+                out.extend_from_slice(&block[..n]);
+                if n < block.len() {
+                    return out;
+                }
+            }
+        };
+        let a = source.open(&TftpPath::parse("small").unwrap()).unwrap();
+        let b = source.open(&TftpPath::parse("small").unwrap()).unwrap();
+        assert_eq!(
+            source.in_memory.load(Ordering::Relaxed),
+            300_000,
+            "shared, held once"
+        );
+        let big = source.open(&TftpPath::parse("large").unwrap()).unwrap();
+        assert_eq!(
+            source.in_memory.load(Ordering::Relaxed),
+            300_000,
+            "too large for memory"
+        );
+        assert!(read_all(&a) == small && read_all(&b) == small);
+        assert!(read_all(&big) == large);
+        drop((a, b, big));
+        assert_eq!(source.in_memory.load(Ordering::Relaxed), 0);
+
+        // Past the budget, files are still served, with pread.
+        source
+            .in_memory
+            .store(IN_MEMORY_BUDGET - 1000, Ordering::Relaxed);
+        let c = source.open(&TftpPath::parse("small").unwrap()).unwrap();
+        assert_eq!(
+            source.in_memory.load(Ordering::Relaxed),
+            IN_MEMORY_BUDGET - 1000
+        );
+        assert!(read_all(&c) == small);
     }
 
     #[test]
