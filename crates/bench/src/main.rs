@@ -225,7 +225,12 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_default();
             Ok(Measured::Sample(Sample {
                 value: elapsed.as_secs_f64(),
-                cpu_per_gib: cpu / (bytes.max(1) as f64 / GIB),
+                // Nothing delivered: CPU per GiB has no meaning (it would divide by zero).
+                cpu_per_gib: if bytes == 0 {
+                    f64::NAN
+                } else {
+                    cpu / (bytes as f64 / GIB)
+                },
                 cpu_seconds: cpu,
                 peak_rss: peak,
                 failures,
