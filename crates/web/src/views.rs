@@ -289,6 +289,8 @@ pub(crate) struct TransferView {
     pub elapsed_ms: u64,
     #[serde(skip)]
     pub bytes_text: String,
+    #[serde(skip)]
+    pub size_text: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -489,6 +491,7 @@ pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
                 bytes_text: bytes(done),
+                size_text: t.size.map(bytes).unwrap_or_default(),
             }
         })
         .collect();

@@ -58,6 +58,10 @@ try {
   await page.goto(`${base}/`);
   await page.getByRole("heading", { name: "Listeners" }).waitFor();
   await page.getByText("HTTP", { exact: true }).first().waitFor();
+  // The test holds a TFTP transfer half-way while this runs: it shows with a progress bar.
+  const transfer = page.locator("tr", { hasText: "undionly.kpxe" });
+  await transfer.locator("progress").waitFor();
+  assert.match(await transfer.textContent(), /512 B of 64\.0 KiB \(0 %\)/);
   await shot("dashboard");
 
   step("upload an image with a progress bar");
