@@ -118,16 +118,19 @@ fn operator_assigns_a_profile_in_the_browser() {
     server.wait_for_log(&["web UI listening"], Duration::from_secs(10));
 
     // The token made by the CLI works against the running server.
-    let api = run_with_timeout(
-        ns.command("curl").args([
-            "-sS",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "http://10.79.0.2:8080/api/v1/status",
-        ]),
-        Duration::from_secs(20),
-    );
-    let status = String::from_utf8_lossy(&api.stdout);
+    let api_status = || {
+        let api = run_with_timeout(
+            ns.command("curl").args([
+                "-sS",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                "http://10.79.0.2:8080/api/v1/status",
+            ]),
+            Duration::from_secs(20),
+        );
+        serde_json::from_slice::<serde_json::Value>(&api.stdout).unwrap()
+    };
+    let status = api_status().to_string();
     assert!(
         status.contains(&format!("\"name\":\"{interface}\"")),
         "{status}"
@@ -146,19 +149,7 @@ fn operator_assigns_a_profile_in_the_browser() {
     client.ack(oack.from, 0);
     client.expect_recv();
     client.ack(oack.from, 1);
-    let transfers = || {
-        let api = run_with_timeout(
-            ns.command("curl").args([
-                "-sS",
-                "-H",
-                &format!("Authorization: Bearer {token}"),
-                "http://10.79.0.2:8080/api/v1/status",
-            ]),
-            Duration::from_secs(20),
-        );
-        let status: serde_json::Value = serde_json::from_slice(&api.stdout).unwrap();
-        status["transfers"].clone()
-    };
+    let transfers = || api_status()["transfers"].clone();
     let mut running = transfers();
     for _ in 0..20 {
         if running[0]["bytes"] == 512 {

@@ -4,13 +4,14 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form, FromRequestParts, Path, Query, State};
+use axum::extract::{Form, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use bootherd_store::{Mac, Name, Profile, StoreError};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
@@ -147,6 +148,47 @@ impl FromRequestParts<AppState> for PageUser {
                 Err(Redirect::to(&format!("/login?next={}", encode_query(next))).into_response())
             }
         }
+    }
+}
+
+/// A form posted by a logged-in user, its CSRF field already checked against the session: a
+/// handler taking this cannot forget the check.
+#[derive(Debug)]
+pub(crate) struct PageForm<T>(User, T);
+
+/// Forms that carry the session's CSRF token.
+pub(crate) trait CsrfField {
+    fn csrf(&self) -> &str;
+}
+
+macro_rules! csrf_field {
+    ($($form:ty),*) => {
+        $(impl CsrfField for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        })*
+    };
+}
+
+csrf_field!(CsrfForm, MachineForm, ProfileForm, ImportForm, TokenForm);
+
+impl<T> FromRequest<AppState> for PageForm<T>
+where
+    T: DeserializeOwned + CsrfField + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let PageUser(user) = PageUser::from_request_parts(&mut parts, state).await?;
+        let Form(form) = Form::<T>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if !user.form_allowed(form.csrf()) {
+            return Err(csrf_refused().into_response());
+        }
+        Ok(PageForm(user, form))
     }
 }
 
@@ -332,12 +374,8 @@ struct CsrfForm {
 
 async fn logout(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
-    Form(form): Form<CsrfForm>,
+    PageForm(user, _): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     if let User::Session { cookie, .. } = &user {
         state.auth.logout(cookie);
     }
@@ -450,13 +488,9 @@ struct MachineForm {
 
 async fn add_machine(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
     headers: HeaderMap,
-    Form(form): Form<MachineForm>,
+    PageForm(user, form): PageForm<MachineForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let result = form
         .mac
         .trim()
@@ -594,14 +628,10 @@ async fn machine_script(
 
 async fn save_machine(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
     Path(mac): Path<String>,
     headers: HeaderMap,
-    Form(form): Form<MachineForm>,
+    PageForm(user, form): PageForm<MachineForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let mac = parse_mac(&mac)?;
     let once = if form.keep_once.is_empty() {
         form.once.clone()
@@ -637,13 +667,9 @@ async fn save_machine(
 
 async fn delete_machine(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
     Path(mac): Path<String>,
-    Form(form): Form<CsrfForm>,
+    PageForm(user, _): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let mac = parse_mac(&mac)?;
     state.boot.store().update(|s| Ok(s.machines.remove(&mac)))?;
     info!(%mac, by = %user.who(), "machine removed");
@@ -952,13 +978,9 @@ async fn edit_profile(
 
 async fn save_profile(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
     headers: HeaderMap,
-    Form(form): Form<ProfileForm>,
+    PageForm(user, form): PageForm<ProfileForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let editing = !form.editing.is_empty();
     let result = form.to_profile().and_then(|(name, profile)| {
         if !editing && state.boot.store().state().profiles.contains_key(&name) {
@@ -995,13 +1017,9 @@ async fn save_profile(
 
 async fn delete_profile(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
     Path(name): Path<String>,
-    Form(form): Form<CsrfForm>,
+    PageForm(user, _): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let name = parse_name(&name)?;
     match api::remove_profile(&state, &name) {
         Ok(_) => {
@@ -1043,12 +1061,8 @@ struct ImportForm {
 
 async fn import_image(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
-    Form(form): Form<ImportForm>,
+    PageForm(user, form): PageForm<ImportForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let image: Name = match form.image.trim().parse() {
         Ok(image) => image,
         Err(e) => {
@@ -1079,19 +1093,16 @@ async fn import_image(
 
 async fn verify_image(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
     Path(name): Path<String>,
-    Form(form): Form<CsrfForm>,
+    PageForm(user, _): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let image = parse_name(&name)?;
     let store = state.boot.store().clone();
     let checked = image.clone();
     let problems = tokio::task::spawn_blocking(move || store.verify_image(&checked))
         .await
         .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    info!(%image, by = %user.who(), problems = problems.len(), "image verified");
     let message = if problems.is_empty() {
         format!("{image}: every file matches its checksum.")
     } else {
@@ -1102,13 +1113,9 @@ async fn verify_image(
 
 async fn delete_image(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
     Path(name): Path<String>,
-    Form(form): Form<CsrfForm>,
+    PageForm(user, _): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let image = parse_name(&name)?;
     match state.boot.store().remove_image(&image) {
         Ok(()) => {
@@ -1170,13 +1177,9 @@ struct TokenForm {
 
 async fn create_token(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
     headers: HeaderMap,
-    Form(form): Form<TokenForm>,
+    PageForm(user, form): PageForm<TokenForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let name = form.name.trim();
     match state.auth.tokens.create(name) {
         Ok(token) => {
@@ -1200,13 +1203,9 @@ async fn create_token(
 
 async fn delete_token(
     State(state): State<AppState>,
-    PageUser(user): PageUser,
     Path(name): Path<String>,
-    Form(form): Form<CsrfForm>,
+    PageForm(user, _): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
-    if !user.form_allowed(&form.csrf) {
-        return Err(csrf_refused());
-    }
     let removed = state
         .auth
         .tokens

@@ -10,7 +10,7 @@ use bootherd_boot::{Boot, Decision, Seen};
 use bootherd_store::{Image, Mac, Machine, Name, Profile, State, UnknownMachines};
 use serde::Serialize;
 
-use crate::status::Services;
+use crate::status::{Listener, Services};
 
 pub(crate) fn time(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
@@ -324,19 +324,21 @@ pub(crate) struct StatusView {
     pub recent: Vec<EventView>,
 }
 
+fn listener(listener: &Listener, address: String) -> ListenerView {
+    let failure = listener.state();
+    ListenerView {
+        name: listener.name.clone(),
+        address,
+        healthy: failure.is_none(),
+        state: failure.unwrap_or_else(|| "listening".into()),
+    }
+}
+
 pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
     let listeners: Vec<ListenerView> = services
         .listeners()
         .iter()
-        .map(|l| {
-            let state = l.state();
-            ListenerView {
-                name: l.name.clone(),
-                address: l.address.to_string(),
-                healthy: state.is_none(),
-                state: state.unwrap_or_else(|| "listening".into()),
-            }
-        })
+        .map(|l| listener(l, l.address.to_string()))
         .collect();
     let interfaces = services
         .interfaces
@@ -360,13 +362,7 @@ pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
                         } else {
                             ip
                         };
-                        let state = l.state();
-                        ListenerView {
-                            name: l.name.clone(),
-                            address: format!("{shown}:{}", l.address.port()),
-                            healthy: state.is_none(),
-                            state: state.unwrap_or_else(|| "listening".into()),
-                        }
+                        listener(l, format!("{shown}:{}", l.address.port()))
                     })
                 })
                 .collect();
