@@ -9,12 +9,12 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use nix::libc;
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
-    sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
+    setsockopt, sockopt,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -60,19 +60,6 @@ impl PktSocket {
         PktSocket::from_std(StdUdpSocket::bind(addr)?)
     }
 
-    /// A socket for one TFTP transfer: it only talks to one client's unicast address and
-    /// chooses its source per datagram, so it needs neither SO_BROADCAST nor IP_PKTINFO on
-    /// receive, and is created non-blocking in one call. Three system calls instead of seven
-    /// matter when a transfer is two packets long.
-    pub fn bind_transfer(addr: SocketAddr) -> io::Result<PktSocket> {
-        use socket2::{Domain, Socket, Type};
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking(), None)?;
-        socket.bind(&addr.into())?;
-        Ok(PktSocket {
-            socket: UdpSocket::from_std(socket.into())?,
-        })
-    }
-
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }
@@ -81,42 +68,8 @@ impl PktSocket {
     /// what fits.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, Arrival)> {
         let fd = self.socket.as_raw_fd();
-        let buf_len = buf.len();
         self.socket
-            .async_io(Interest::READABLE, || {
-                let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-                let mut iov = [IoSliceMut::new(buf)];
-                // MSG_TRUNC makes Linux report the full size of an oversized datagram.
-                let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_TRUNC)
-                    .map_err(io::Error::from)?;
-                let Some(from) = msg.address else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "datagram without a source address",
-                    ));
-                };
-                let mut arrival = Arrival {
-                    from: SocketAddr::V4(SocketAddrV4::new(from.ip(), from.port())),
-                    local: None,
-                    destination: None,
-                    ifindex: None,
-                    size: msg.bytes,
-                };
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for cmsg in cmsgs {
-                        if let ControlMessageOwned::Ipv4PacketInfo(info) = cmsg {
-                            arrival.local =
-                                Some(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr)))
-                                    .filter(|ip| !ip.is_unspecified());
-                            arrival.destination =
-                                Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
-                            arrival.ifindex =
-                                u32::try_from(info.ipi_ifindex).ok().filter(|&i| i != 0);
-                        }
-                    }
-                }
-                Ok((msg.bytes.min(buf_len), arrival))
-            })
+            .async_io(Interest::READABLE, || recv_with_info(fd, buf))
             .await
     }
 
@@ -140,31 +93,116 @@ impl PktSocket {
         from: Option<Ipv4Addr>,
         ifindex: Option<u32>,
     ) -> io::Result<()> {
-        let SocketAddr::V4(to) = to else {
-            return self.socket.send_to(data, to).await.map(drop);
-        };
         let fd = self.socket.as_raw_fd();
-        let dest = SockaddrIn::from(to);
-        let info = (from.is_some() || ifindex.is_some()).then(|| libc::in_pktinfo {
-            ipi_ifindex: ifindex.and_then(|i| i32::try_from(i).ok()).unwrap_or(0),
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from(from.unwrap_or(Ipv4Addr::UNSPECIFIED)).to_be(),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        });
+        let info = pktinfo(from, ifindex);
         self.socket
             .async_io(Interest::WRITABLE, || {
-                let iov = [IoSlice::new(data)];
-                let cmsgs: &[ControlMessage<'_>] = match &info {
-                    Some(info) => &[ControlMessage::Ipv4PacketInfo(info)],
-                    None => &[],
-                };
-                sendmsg(fd, &iov, cmsgs, MsgFlags::empty(), Some(&dest))
-                    .map(drop)
-                    .map_err(io::Error::from)
+                send_with_info(fd, data, to, info.as_ref())
             })
             .await
     }
+
+    /// Sends without waiting: from threads outside the runtime (the transfer engine), where a
+    /// full send buffer counts as a lost datagram.
+    pub fn send_now(&self, data: &[u8], to: SocketAddr, from: Option<Ipv4Addr>) -> io::Result<()> {
+        send_with_info(
+            self.socket.as_raw_fd(),
+            data,
+            to,
+            pktinfo(from, None).as_ref(),
+        )
+    }
+}
+
+/// A socket for one TFTP transfer, non-blocking, bound to `addr`. It only talks to one client's
+/// unicast address and chooses its source per datagram ([`send_with_info`]), so it needs
+/// neither SO_BROADCAST nor IP_PKTINFO on receive, and is made in two system calls instead of
+/// the six the general path takes; that matters when a transfer is two packets long.
+pub fn bind_transfer(addr: SocketAddr) -> io::Result<StdUdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking(), None)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The control message that sets a datagram's source address and outgoing interface.
+pub fn pktinfo(from: Option<Ipv4Addr>, ifindex: Option<u32>) -> Option<libc::in_pktinfo> {
+    (from.is_some() || ifindex.is_some()).then(|| libc::in_pktinfo {
+        ipi_ifindex: ifindex.and_then(|i| i32::try_from(i).ok()).unwrap_or(0),
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(from.unwrap_or(Ipv4Addr::UNSPECIFIED)).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    })
+}
+
+/// One non-blocking `sendmsg` of `data` to `to`, with `info` as IP_PKTINFO when given.
+pub fn send_with_info(
+    fd: RawFd,
+    data: &[u8],
+    to: SocketAddr,
+    info: Option<&libc::in_pktinfo>,
+) -> io::Result<()> {
+    let iov = [IoSlice::new(data)];
+    let sent = match to {
+        SocketAddr::V4(to) => {
+            let cmsgs: &[ControlMessage<'_>] = match info {
+                Some(info) => &[ControlMessage::Ipv4PacketInfo(info)],
+                None => &[],
+            };
+            sendmsg(
+                fd,
+                &iov,
+                cmsgs,
+                MsgFlags::empty(),
+                Some(&SockaddrIn::from(to)),
+            )
+        }
+        // No per-datagram source for IPv6: routing picks it.
+        SocketAddr::V6(to) => sendmsg(
+            fd,
+            &iov,
+            &[],
+            MsgFlags::empty(),
+            Some(&SockaddrIn6::from(to)),
+        ),
+    };
+    sent.map(drop).map_err(io::Error::from)
+}
+
+/// One non-blocking `recvmsg` that also reports where the datagram was addressed (needs
+/// IP_PKTINFO on the socket for the local fields).
+pub fn recv_with_info(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Arrival)> {
+    let buf_len = buf.len();
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let mut iov = [IoSliceMut::new(buf)];
+    // MSG_TRUNC makes Linux report the full size of an oversized datagram.
+    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_TRUNC)
+        .map_err(io::Error::from)?;
+    let Some(from) = msg.address else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "datagram without a source address",
+        ));
+    };
+    let mut arrival = Arrival {
+        from: SocketAddr::V4(SocketAddrV4::new(from.ip(), from.port())),
+        local: None,
+        destination: None,
+        ifindex: None,
+        size: msg.bytes,
+    };
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for cmsg in cmsgs {
+            if let ControlMessageOwned::Ipv4PacketInfo(info) = cmsg {
+                arrival.local = Some(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr)))
+                    .filter(|ip| !ip.is_unspecified());
+                arrival.destination = Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
+                arrival.ifindex = u32::try_from(info.ipi_ifindex).ok().filter(|&i| i != 0);
+            }
+        }
+    }
+    Ok((msg.bytes.min(buf_len), arrival))
 }
 
 /// Path MTU towards `peer` as the kernel's routing sees it (IP_MTU on a connected probe

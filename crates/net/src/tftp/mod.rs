@@ -11,14 +11,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bootherd_tftp::packet::{self, ErrorCode, MAX_BLKSIZE, MIN_BLKSIZE};
 use bootherd_tftp::{
-    ErrorRateLimiter, FileSource, Outcome, Packet, Refusal, Transfer, TransferConfig,
-    TransferObserver, TransferReport, UploadTarget, Uploads, accept,
+    ErrorRateLimiter, FileSource, Packet, Refusal, Transfer, TransferConfig, TransferObserver,
+    UploadTarget, Uploads, accept,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::udp::{Arrival, PktSocket, path_mtu};
+use crate::udp::{Arrival, PktSocket, bind_transfer, path_mtu};
+
+mod engine;
+
+use engine::{Command, Engine, Request};
 
 /// Which local ports transfers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,17 +171,10 @@ const IP_UDP_HEADERS: u32 = 20 + 8;
 /// TFTP DATA header.
 const DATA_HEADER: u32 = 4;
 
-enum Inbound {
-    /// A datagram from the client (single-port mode only).
-    Packet(Vec<u8>),
-    /// The client sent its request again.
-    RepeatedRequest,
-}
-
 struct Entry {
     request: Vec<u8>,
-    inbox: mpsc::Sender<Inbound>,
-    cancel: CancellationToken,
+    /// The engine thread running the transfer, and the transfer's id there.
+    worker: usize,
     generation: u64,
     /// Set once the client has answered our first reply: from then on an identical request
     /// from the same address and port is a new transfer, not a lost-reply retransmission
@@ -270,7 +267,7 @@ pub async fn serve(
         generation: AtomicU64::new(0),
         mtus: Mutex::default(),
     });
-    let tasks = tokio_util::task::TaskTracker::new();
+    let engine = Engine::start(&shared)?;
     let mut buf = vec![0u8; LISTEN_BUFFER];
     loop {
         let (len, arrival) = tokio::select! {
@@ -285,18 +282,22 @@ pub async fn serve(
                 }
             },
         };
-        handle_listener_datagram(&shared, &tasks, &shutdown, &buf[..len], arrival).await;
+        handle_listener_datagram(&shared, &engine, &buf[..len], arrival).await;
     }
-    tasks.close();
-    tasks.wait().await;
+    // Joining threads blocks; the runtime's other tasks keep running meanwhile.
+    if tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("TFTP engine did not shut down cleanly");
+    }
     info!(%local, "TFTP server stopped");
     Ok(())
 }
 
 async fn handle_listener_datagram(
     shared: &Arc<Shared>,
-    tasks: &tokio_util::task::TaskTracker,
-    shutdown: &CancellationToken,
+    engine: &Engine,
     datagram: &[u8],
     arrival: Arrival,
 ) {
@@ -306,7 +307,7 @@ async fn handle_listener_datagram(
         Err(e) => {
             // In single-port mode a client's datagram may belong to its transfer even if it
             // does not decode; let the transfer's own handling decide.
-            if forward_to_transfer(shared, client, datagram) {
+            if forward_to_transfer(shared, engine, client, datagram) {
                 return;
             }
             warn!(%client, error = %e, "malformed TFTP request");
@@ -327,11 +328,11 @@ async fn handle_listener_datagram(
         Packet::Rrq(_) => false,
         Packet::Wrq(_) => true,
         Packet::Error { .. } => {
-            forward_to_transfer(shared, client, datagram);
+            forward_to_transfer(shared, engine, client, datagram);
             return;
         }
         _ => {
-            if forward_to_transfer(shared, client, datagram) {
+            if forward_to_transfer(shared, engine, client, datagram) {
                 return;
             }
             let (code, message) = if shared.service.config.ports == TransferPorts::Single {
@@ -352,19 +353,25 @@ async fn handle_listener_datagram(
             return;
         }
     };
-    {
+    let superseded = {
         let mut table = lock(&shared.table);
-        if let Some(entry) = table.get(&client) {
-            if entry.request == datagram && !entry.confirmed.load(Ordering::Relaxed) {
+        match table.get(&client) {
+            Some(entry)
+                if entry.request == datagram && !entry.confirmed.load(Ordering::Relaxed) =>
+            {
                 // Our first reply was lost and the client asks again: same transfer.
-                let _ = entry.inbox.try_send(Inbound::RepeatedRequest);
+                let (worker, id) = (entry.worker, entry.generation);
+                drop(table);
+                engine.send(worker, Command::RepeatedRequest { id });
                 return;
             }
             // A different request from the same address and port: the client restarted.
-            if let Some(old) = table.remove(&client) {
-                old.cancel.cancel();
-            }
+            Some(_) => table.remove(&client),
+            None => None,
         }
+    };
+    if let Some(old) = superseded {
+        engine.send(old.worker, Command::Supersede { id: old.generation });
     }
     let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
         let limit = shared.service.config.max_transfers;
@@ -382,207 +389,98 @@ async fn handle_listener_datagram(
         let _ = shared.listener.send(&out, client, arrival.local).await;
         return;
     };
-    let (inbox_tx, inbox_rx) = mpsc::channel(64);
-    // Not a child of `shutdown`: being replaced ends a transfer silently, while a shutdown
-    // tells the client (see `drive`).
-    let cancel = CancellationToken::new();
-    let generation = shared.generation.fetch_add(1, Ordering::Relaxed);
+    let id = shared.generation.fetch_add(1, Ordering::Relaxed);
+    let worker = engine.pick();
     let confirmed = Arc::new(AtomicBool::new(false));
+    // The entry goes in before the engine can finish the transfer and forget it.
     lock(&shared.table).insert(
         client,
         Entry {
             request: datagram.to_vec(),
-            inbox: inbox_tx,
-            cancel: cancel.clone(),
-            generation,
+            worker,
+            generation: id,
             confirmed: confirmed.clone(),
         },
     );
-    let task = TransferTask {
-        shutdown: shutdown.clone(),
-        shared: shared.clone(),
+    let request = Request {
+        id,
         request: datagram.to_vec(),
         write,
         arrival,
-        inbox: inbox_rx,
-        cancel,
-        generation,
         confirmed,
-        _permit: permit,
+        permit,
     };
-    tasks.spawn(task.run());
+    if !engine.send(worker, Command::Start(Box::new(request))) {
+        error!(%client, "TFTP engine thread is gone; request dropped");
+        shared.forget(client, id);
+    }
 }
 
 /// Hands a datagram to the transfer of `client`, if there is one and we are in single-port
 /// mode (in the other modes transfers receive on their own sockets).
-fn forward_to_transfer(shared: &Shared, client: SocketAddr, datagram: &[u8]) -> bool {
+fn forward_to_transfer(
+    shared: &Shared,
+    engine: &Engine,
+    client: SocketAddr,
+    datagram: &[u8],
+) -> bool {
     if shared.service.config.ports != TransferPorts::Single {
         return false;
     }
-    let table = lock(&shared.table);
-    let Some(entry) = table.get(&client) else {
+    let Some((worker, id)) = lock(&shared.table).get(&client).map(|entry| {
+        // Whatever the client sends after its request shows it has our reply. Marked here,
+        // not when the engine gets to the datagram: a client that reuses this port for the
+        // same request a moment later must start a new transfer, not be taken for a
+        // retransmission of a transfer about to end.
+        entry.confirmed.store(true, Ordering::Relaxed);
+        (entry.worker, entry.generation)
+    }) else {
         return false;
     };
-    // A full inbox means the transfer is far behind; dropping is what the network would do.
-    let _ = entry.inbox.try_send(Inbound::Packet(datagram.to_vec()));
+    engine.send(
+        worker,
+        Command::Packet {
+            id,
+            datagram: datagram.to_vec(),
+        },
+    );
     true
 }
 
-struct TransferTask {
-    shutdown: CancellationToken,
-    shared: Arc<Shared>,
-    request: Vec<u8>,
-    write: bool,
-    arrival: Arrival,
-    inbox: mpsc::Receiver<Inbound>,
-    cancel: CancellationToken,
-    generation: u64,
-    confirmed: Arc<AtomicBool>,
-    _permit: OwnedSemaphorePermit,
-}
-
-/// How the transfer reaches its client.
-enum Link {
-    Own(PktSocket),
-    Shared(Arc<PktSocket>),
-}
-
-impl Link {
-    fn socket(&self) -> &PktSocket {
-        match self {
-            Link::Own(socket) => socket,
-            Link::Shared(socket) => socket,
-        }
-    }
-}
-
-impl TransferTask {
-    async fn run(mut self) {
-        let client = self.arrival.from;
-        let local_ip = self.arrival.local;
-        let started = Instant::now();
-        let counters = self.shared.service.counters.clone();
-        let result = self.start();
-        let (mut transfer, link) = match result {
-            Ok(pair) => pair,
-            Err(refusal) => {
-                counters.refused.fetch_add(1, Ordering::Relaxed);
-                counters.refusals.add(refusal.code.name());
-                let mut out = Vec::new();
-                packet::encode_error(&mut out, refusal.code, &refusal.message);
-                let _ = self.shared.listener.send(&out, client, local_ip).await;
-                let file = packet::decode(&self.request).ok().and_then(|p| match p {
-                    Packet::Rrq(r) | Packet::Wrq(r) => Some(r.filename.to_string()),
-                    _ => None,
-                });
-                if let Some(observer) = &self.shared.service.observer {
-                    observer.request_refused(client, file.as_deref().unwrap_or("?"), &refusal);
-                }
-                warn!(
-                    %client,
-                    file = file.as_deref().unwrap_or("?"),
-                    direction = if self.write { "write" } else { "read" },
-                    code = refusal.code.as_u16(),
-                    reason = %refusal.message,
-                    "TFTP request refused"
-                );
-                self.forget();
-                return;
-            }
-        };
-        counters.started.fetch_add(1, Ordering::Relaxed);
-        counters.active.fetch_add(1, Ordering::Relaxed);
-        let active = self.shared.service.active.clone();
-        let (id, progress) = active.add(TransferProgress {
-            client,
-            file: transfer.params().filename.to_string(),
-            write: transfer.is_write(),
-            size: transfer.params().size,
-            started: SystemTime::now(),
-            bytes: AtomicU64::new(0),
-        });
-        let outcome = self.drive(&mut transfer, &link, &progress).await;
-        active.remove(id);
-        counters.active.fetch_sub(1, Ordering::Relaxed);
-        self.forget();
-
-        let stats = *transfer.stats();
-        let params = transfer.params();
-        counters.bytes.fetch_add(stats.bytes, Ordering::Relaxed);
-        counters
-            .retransmits
-            .fetch_add(stats.retransmits, Ordering::Relaxed);
-        let (counter, success) = if outcome.is_success() {
-            (&counters.completed, true)
-        } else {
-            (&counters.failed, false)
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        counters.outcomes.add(outcome.kind());
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let direction = if transfer.is_write() { "write" } else { "read" };
-        let options = params.describe_options();
-        macro_rules! transfer_event {
-            ($level:ident) => {
-                $level!(
-                    %client,
-                    file = %params.filename,
-                    direction,
-                    mode = %params.mode,
-                    options = %options,
-                    // Only asked of the kernel when this event is logged.
-                    local_port = link.socket().local_addr().map(|a| a.port()).unwrap_or(0),
-                    bytes = stats.bytes,
-                    size = ?params.size,
-                    packets = stats.packets,
-                    retransmits = stats.retransmits,
-                    duration_ms,
-                    outcome = %outcome,
-                    "TFTP transfer finished"
-                )
-            };
-        }
-        if let Some(observer) = &self.shared.service.observer {
-            observer.transfer_finished(&TransferReport {
-                client,
-                file: &params.filename,
-                write: transfer.is_write(),
-                outcome: &outcome,
-                bytes: stats.bytes,
-                duration: started.elapsed(),
-            });
-        }
-        if success {
-            transfer_event!(info);
-        } else {
-            transfer_event!(warn);
-        }
-    }
-
-    /// Removes our table entry, unless a newer transfer for the same client replaced it.
-    fn forget(&self) {
-        let mut table = lock(&self.shared.table);
+impl Shared {
+    /// Removes the table entry of transfer `generation`, unless a newer transfer for the same
+    /// client replaced it.
+    fn forget(&self, client: SocketAddr, generation: u64) {
+        let mut table = lock(&self.table);
         if table
-            .get(&self.arrival.from)
-            .is_some_and(|entry| entry.generation == self.generation)
+            .get(&client)
+            .is_some_and(|entry| entry.generation == generation)
         {
-            table.remove(&self.arrival.from);
+            table.remove(&client);
         }
     }
 
-    fn start(&mut self) -> Result<(Transfer, Link), Refusal> {
-        let service = &self.shared.service;
+    /// Accepts a request: its transfer and, unless in single-port mode, its own socket.
+    /// Opening is cheap by the FileSource contract (no bulk reads), so it runs on the engine
+    /// thread.
+    fn open(
+        &self,
+        request: &[u8],
+        write: bool,
+        arrival: &Arrival,
+    ) -> Result<(Transfer, Option<StdUdpSocket>), Refusal> {
+        let service = &self.service;
         let mut config = service.config.transfer;
-        if service.config.cap_blksize_to_mtu && asks_for_blksize(&self.request) {
-            if let Some(mtu) = self.shared.path_mtu(self.arrival.local, self.arrival.from) {
+        if service.config.cap_blksize_to_mtu && asks_for_blksize(request) {
+            if let Some(mtu) = self.path_mtu(arrival.local, arrival.from) {
                 let cap = mtu.saturating_sub(IP_UDP_HEADERS + DATA_HEADER);
                 let cap = cap.clamp(u32::from(MIN_BLKSIZE), u32::from(MAX_BLKSIZE)) as u16;
                 config.limits.max_blksize = config.limits.max_blksize.min(cap);
             }
         }
-        let link = match service.config.ports {
-            TransferPorts::Single => Link::Shared(self.shared.listener.clone()),
-            ports => Link::Own(bind_transfer_socket(ports, self.shared.local).map_err(|e| {
+        let socket = match service.config.ports {
+            TransferPorts::Single => None,
+            ports => Some(bind_transfer_socket(ports, self.local).map_err(|e| {
                 warn!(error = %e, "no socket for a TFTP transfer");
                 Refusal {
                     code: ErrorCode::NotDefined,
@@ -590,8 +488,7 @@ impl TransferTask {
                 }
             })?),
         };
-        // Opening is cheap by the FileSource contract (no bulk reads), so it runs right here.
-        let packet = packet::decode(&self.request).map_err(|e| Refusal {
+        let packet = packet::decode(request).map_err(|e| Refusal {
             code: ErrorCode::IllegalOperation,
             message: e.to_string(),
         })?;
@@ -608,115 +505,12 @@ impl TransferTask {
         let accepted = accept(
             Instant::now(),
             &request,
-            self.write,
+            write,
             &config,
             service.source.as_ref(),
             uploads,
         )?;
-        Ok((accepted, link))
-    }
-
-    async fn drive(
-        &mut self,
-        transfer: &mut Transfer,
-        link: &Link,
-        progress: &TransferProgress,
-    ) -> Outcome {
-        let client = self.arrival.from;
-        let local_ip = self.arrival.local;
-        let socket = link.socket();
-        let mut out = Vec::with_capacity(usize::from(transfer.params().blksize) + 4);
-        let mut recv_buf = match link {
-            Link::Own(_) => vec![0u8; transfer.max_incoming()],
-            Link::Shared(_) => Vec::new(),
-        };
-        // Per-transfer budget for ERROR 5 replies to strangers on our port.
-        let mut strangers = ErrorRateLimiter::new(5, 5);
-        // Futures that live as long as the transfer, built once: this loop runs per packet.
-        let (shutdown_token, cancel_token) = (self.shutdown.clone(), self.cancel.clone());
-        let shutdown = shutdown_token.cancelled();
-        let cancel = cancel_token.cancelled();
-        let sleep = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(shutdown, cancel, sleep);
-        // The timer is re-armed only when the transfer's deadline moves earlier. Progress moves
-        // it later every packet; a timer that fires early just finds nothing due and is re-armed,
-        // which costs far less than re-registering a timer per packet.
-        let mut armed: Option<Instant> = None;
-        let mut confirmed = false;
-        loop {
-            let now = Instant::now();
-            // A deadline that passed while packets kept arriving (the select below prefers
-            // packets) is handled here, so a flood of stray packets cannot hold off a timeout.
-            if transfer
-                .poll_timeout()
-                .is_some_and(|deadline| deadline <= now)
-            {
-                transfer.handle_timeout(now);
-            }
-            while transfer.poll_transmit(now, &mut out) {
-                if let Err(e) = socket.send(&out, client, local_ip).await {
-                    // Treated like a lost packet: the retransmission timer deals with it.
-                    debug!(%client, error = %e, "TFTP send failed");
-                }
-            }
-            progress
-                .bytes
-                .store(transfer.stats().bytes, Ordering::Relaxed);
-            if !confirmed && transfer.client_confirmed() {
-                confirmed = true;
-                self.confirmed.store(true, Ordering::Relaxed);
-            }
-            if let Some(outcome) = transfer.outcome() {
-                return outcome.clone();
-            }
-            if let Some(deadline) = transfer.poll_timeout() {
-                if armed.is_none_or(|at| deadline < at) {
-                    sleep
-                        .as_mut()
-                        .reset(tokio::time::Instant::from_std(deadline));
-                    armed = Some(deadline);
-                }
-            }
-            // Biased, packets first: a packet is what wakes this task nearly every time, and
-            // polling it first means the cancellation futures (each a lock) are not polled
-            // per packet. They still win whenever no packet is ready.
-            tokio::select! {
-                biased;
-                received = own_recv(link, &mut recv_buf) => match received {
-                    Ok((len, arrival)) if arrival.from == client => {
-                        handle_client_datagram(transfer, client, &recv_buf[..len]);
-                    }
-                    Ok((_, arrival)) => {
-                        // RFC 1350 §4: a packet from another TID gets ERROR 5 and the transfer
-                        // carries on undisturbed.
-                        if strangers.allow(Instant::now()) && !is_error_packet(&recv_buf) {
-                            let mut out = Vec::new();
-                            packet::encode_error(&mut out, ErrorCode::UnknownTransferId, "unknown transfer ID: this port serves another client");
-                            let _ = socket.send(&out, arrival.from, arrival.local.or(local_ip)).await;
-                        }
-                        debug!(%client, stranger = %arrival.from, "packet from unknown transfer ID");
-                    }
-                    Err(e) => debug!(%client, error = %e, "TFTP receive error"),
-                },
-                inbound = self.inbox.recv() => match inbound {
-                    Some(Inbound::Packet(datagram)) => handle_client_datagram(transfer, client, &datagram),
-                    Some(Inbound::RepeatedRequest) => transfer.handle_repeated_request(),
-                    None => return Outcome::Cancelled,
-                },
-                _ = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    transfer.handle_timeout(Instant::now());
-                }
-                // No ERROR here: the new transfer's client is at this very address.
-                _ = &mut cancel => return Outcome::Superseded,
-                _ = &mut shutdown => {
-                    let mut out = Vec::new();
-                    packet::encode_error(&mut out, ErrorCode::NotDefined, "transfer cancelled: the TFTP server is shutting down; retry in a moment");
-                    let _ = socket.send(&out, client, local_ip).await;
-                    return Outcome::Cancelled;
-                }
-            }
-        }
+        Ok((accepted, socket))
     }
 }
 
@@ -731,29 +525,11 @@ fn asks_for_blksize(request: &[u8]) -> bool {
     }
 }
 
-fn is_error_packet(datagram: &[u8]) -> bool {
-    datagram.len() >= 2 && datagram[..2] == [0, 5]
-}
-
-fn handle_client_datagram(transfer: &mut Transfer, client: SocketAddr, datagram: &[u8]) {
-    match packet::decode(datagram) {
-        Ok(packet) => transfer.handle_packet(Instant::now(), &packet),
-        Err(e) => debug!(%client, error = %e, "undecodable packet from client ignored"),
-    }
-}
-
-async fn own_recv(link: &Link, buf: &mut [u8]) -> io::Result<(usize, Arrival)> {
-    match link {
-        Link::Own(socket) => socket.recv(buf).await,
-        Link::Shared(_) => std::future::pending().await,
-    }
-}
-
 /// Binds a transfer socket. It is always bound to the wildcard address, even when the
 /// listener is bound to one address: a socket bound to a unicast address does not receive
 /// datagrams sent to the broadcast address, and old clients (Cisco access points) send their
 /// ACKs there. Replies still leave from the address the request was sent to (IP_PKTINFO).
-fn bind_transfer_socket(ports: TransferPorts, listener: SocketAddr) -> io::Result<PktSocket> {
+fn bind_transfer_socket(ports: TransferPorts, listener: SocketAddr) -> io::Result<StdUdpSocket> {
     let ip: IpAddr = match listener {
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
         _ => Ipv4Addr::UNSPECIFIED.into(),
@@ -766,7 +542,7 @@ fn bind_transfer_socket(ports: TransferPorts, listener: SocketAddr) -> io::Resul
             let offset = fastrand::u32(0..span);
             for i in 0..span {
                 let port = lo + ((offset + i) % span) as u16;
-                match PktSocket::bind_transfer(SocketAddr::new(ip, port)) {
+                match bind_transfer(SocketAddr::new(ip, port)) {
                     Ok(socket) => return Ok(socket),
                     Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
                     Err(e) => return Err(e),
@@ -777,6 +553,6 @@ fn bind_transfer_socket(ports: TransferPorts, listener: SocketAddr) -> io::Resul
                 format!("all ports {lo}-{hi} are in use"),
             ))
         }
-        _ => PktSocket::bind_transfer(SocketAddr::new(ip, 0)),
+        _ => bind_transfer(SocketAddr::new(ip, 0)),
     }
 }
