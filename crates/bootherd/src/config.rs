@@ -58,6 +58,8 @@ pub(crate) struct TftpSettings {
     pub(crate) max_upload_bytes: Option<u64>,
     pub(crate) allow_overwrite: Option<bool>,
     pub(crate) max_retries: Option<u32>,
+    /// Engine threads; 0 = automatic.
+    pub(crate) threads: Option<u16>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
@@ -208,6 +210,7 @@ impl TftpSettings {
             t.allow_overwrite
         );
         from_file!(matches, "max_retries", tuning.max_retries, t.max_retries);
+        from_file!(matches, "tftp_threads", tuning.tftp_threads, t.threads);
         Ok(())
     }
 }

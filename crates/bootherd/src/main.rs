@@ -213,6 +213,10 @@ struct TftpTuning {
     /// Retransmissions without an answer before a client is given up.
     #[arg(long, default_value_t = TimerConfig::default().max_retries)]
     max_retries: u32,
+    /// Threads moving TFTP datagrams; 0 picks one per four CPUs (at most four). One thread
+    /// moves well over 100,000 packets per second.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    tftp_threads: u16,
 }
 
 impl TftpTuning {
@@ -237,6 +241,7 @@ impl TftpTuning {
             ports,
             max_transfers: self.max_transfers,
             cap_blksize_to_mtu: !self.no_mtu_cap,
+            threads: usize::from(self.tftp_threads),
         }
     }
 

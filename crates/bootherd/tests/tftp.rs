@@ -336,7 +336,7 @@ fn refusals_malformed_requests_mail_mode_and_disabled_uploads() {
 
 #[test]
 fn unknown_tid_gets_error_5_and_the_transfer_continues() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--tftp-threads", "3"]);
     let client = RawClient::new(server.addr);
     client.request(false, "f1048576", Mode::Octet, &[]);
     let first = client.expect_recv();
@@ -359,7 +359,7 @@ fn unknown_tid_gets_error_5_and_the_transfer_continues() {
 
 #[test]
 fn repeated_request_is_answered_by_the_same_transfer() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--tftp-threads", "3"]);
     let client = RawClient::new(server.addr);
     let options = [("tsize", "0"), ("blksize", "1468")];
     client.request(false, "f1048576", Mode::Octet, &options);
@@ -422,7 +422,9 @@ fn uefi_size_probe_gets_an_exact_oack_and_is_logged_quietly() {
 #[test]
 fn single_port_mode_sends_everything_from_the_listening_port() {
     require_program("curl", "curl");
-    let server = Server::start(&["--single-port"]);
+    // Three engine threads: the listening thread hands every client packet to the thread
+    // running its transfer.
+    let server = Server::start(&["--single-port", "--tftp-threads", "3"]);
     let client = RawClient::new(server.addr);
     client.request(false, "f1048576", Mode::Octet, &[("blksize", "1468")]);
     let first = client.expect_recv();
@@ -434,7 +436,7 @@ fn single_port_mode_sends_everything_from_the_listening_port() {
     let stranger = RawClient::new(server.addr);
     stranger.ack(server.addr, 3);
     assert_eq!(stranger.expect_recv().error().map(|e| e.0), Some(5));
-    // Two concurrent real clients, demultiplexed by their ports.
+    // Four concurrent real clients, demultiplexed by their ports.
     let out_dir = tempfile::tempdir().unwrap();
     let mut children = Vec::new();
     for i in 0..4 {
@@ -563,7 +565,7 @@ fn uploads_land_atomically_within_limits() {
 
 #[test]
 fn sigterm_stops_the_server_cleanly() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--tftp-threads", "3"]);
     let status = server.process.terminate();
     assert!(status.success(), "exit status {status}");
 }
@@ -611,6 +613,56 @@ fn acks_sent_to_broadcast_still_complete_the_transfer() {
         );
         assert!(line.contains("outcome=completed"), "{listen}: {line}");
         assert_ne!(tid.port(), 69);
+    }
+}
+
+/// The listener on 0.0.0.0, the server with two addresses on one interface: a client that asks
+/// the secondary one must hear every packet from it, though routing alone would answer from the
+/// primary (EDK2 and iPXE drop such replies). bootherd leaves out the per-datagram source
+/// where routing picks the right one anyway, so both cases are checked.
+#[test]
+fn replies_come_from_the_address_asked_on_a_multi_address_interface() {
+    if !netns::available() {
+        return;
+    }
+    let server_ns = Netns::create("srv");
+    let client_ns = Netns::create("cli");
+    let (server_if, _) = netns::link(&server_ns, "10.67.0.1/24", &client_ns, "10.67.0.2/24");
+    server_ns.ip(&["addr", "add", "10.67.0.3/24", "dev", &server_if]);
+    let root = tempfile::tempdir().unwrap();
+    let content = pattern(100_000);
+    fs::write(root.path().join("two.img"), &content).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let process = Daemon::spawn(
+        Path::new(BIN),
+        &[
+            "tftp",
+            "--root",
+            root.path().to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:69",
+        ],
+        &logs.path().join("bootherd.log"),
+        Some(server_ns.name()),
+    );
+    process.wait_for_log(&["TFTP server listening"], Duration::from_secs(10));
+    for (round, asked) in ["10.67.0.3", "10.67.0.1", "10.67.0.3"]
+        .into_iter()
+        .enumerate()
+    {
+        let server: SocketAddr = format!("{asked}:69").parse().unwrap();
+        let (data, tid) = client_ns.run(move || {
+            let client = RawClient::bound("10.67.0.2:0".parse().unwrap(), server);
+            client.request(false, "two.img", Mode::Octet, &[("blksize", "1024")]);
+            let first = client.expect_recv();
+            client.read_to_end(first)
+        });
+        assert_eq!(
+            tid.ip().to_string(),
+            asked,
+            "round {round}: replies from the wrong address"
+        );
+        assert!(data == content, "round {round}: wrong bytes");
     }
 }
 

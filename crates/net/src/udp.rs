@@ -45,11 +45,7 @@ impl PktSocket {
     /// Takes over a bound socket (the binary binds; tests bind 127.0.0.1:0), enabling
     /// IP_PKTINFO and SO_BROADCAST.
     pub fn from_std(socket: StdUdpSocket) -> io::Result<PktSocket> {
-        socket.set_nonblocking(true)?;
-        if socket.local_addr()?.is_ipv4() {
-            setsockopt(&socket, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
-        }
-        socket.set_broadcast(true)?;
+        prepare_listener(&socket)?;
         Ok(PktSocket {
             socket: UdpSocket::from_std(socket)?,
         })
@@ -101,17 +97,16 @@ impl PktSocket {
             })
             .await
     }
+}
 
-    /// Sends without waiting: from threads outside the runtime (the transfer engine), where a
-    /// full send buffer counts as a lost datagram.
-    pub fn send_now(&self, data: &[u8], to: SocketAddr, from: Option<Ipv4Addr>) -> io::Result<()> {
-        send_with_info(
-            self.socket.as_raw_fd(),
-            data,
-            to,
-            pktinfo(from, None).as_ref(),
-        )
+/// Makes a bound socket non-blocking, with IP_PKTINFO (so [`recv_with_info`] learns the local
+/// address) and SO_BROADCAST.
+pub fn prepare_listener(socket: &StdUdpSocket) -> io::Result<()> {
+    socket.set_nonblocking(true)?;
+    if socket.local_addr()?.is_ipv4() {
+        setsockopt(socket, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
     }
+    socket.set_broadcast(true)
 }
 
 /// A socket for one TFTP transfer, non-blocking, bound to `addr`. It only talks to one client's
@@ -205,14 +200,43 @@ pub fn recv_with_info(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Arrival)>
     Ok((msg.bytes.min(buf_len), arrival))
 }
 
-/// Path MTU towards `peer` as the kernel's routing sees it (IP_MTU on a connected probe
-/// socket). Nothing is sent.
-pub fn path_mtu(local: Option<Ipv4Addr>, peer: SocketAddr) -> io::Result<u32> {
+/// What routing says about sending to one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Path MTU from `local` (IP_MTU).
+    pub mtu: u32,
+    /// The source address the kernel picks for an unbound socket.
+    pub source: Option<Ipv4Addr>,
+}
+
+/// Asks the kernel's routing about `peer` with connected probe sockets; nothing is sent.
+/// When the source it picks on its own is `local`, a reply needs no IP_PKTINFO to come from the
+/// right address (which saves a control message per datagram); the MTU is measured from
+/// `local`, which matters only under source-based routing.
+pub fn route_to(local: Option<Ipv4Addr>, peer: SocketAddr) -> io::Result<Route> {
+    let probe = StdUdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+    probe.connect(peer)?;
+    let source = match probe.local_addr()? {
+        SocketAddr::V4(addr) => Some(*addr.ip()),
+        SocketAddr::V6(_) => None,
+    };
+    let mtu = match local {
+        Some(local) if source != Some(local) => path_mtu(Some(local), peer)?,
+        _ => nix::sys::socket::getsockopt(&probe, sockopt::IpMtu).map_err(io::Error::from)?,
+    };
+    Ok(Route {
+        mtu: u32::try_from(mtu).map_err(|_| io::Error::other("negative MTU"))?,
+        source,
+    })
+}
+
+/// Path MTU towards `peer` from `local` as the kernel's routing sees it (IP_MTU on a connected
+/// probe socket). Nothing is sent.
+fn path_mtu(local: Option<Ipv4Addr>, peer: SocketAddr) -> io::Result<i32> {
     let bind_ip = local.unwrap_or(Ipv4Addr::UNSPECIFIED);
     let probe = StdUdpSocket::bind(SocketAddr::from((bind_ip, 0)))?;
     probe.connect(peer)?;
-    let mtu = nix::sys::socket::getsockopt(&probe, sockopt::IpMtu).map_err(io::Error::from)?;
-    u32::try_from(mtu).map_err(|_| io::Error::other("negative MTU"))
+    nix::sys::socket::getsockopt(&probe, sockopt::IpMtu).map_err(io::Error::from)
 }
 
 #[cfg(test)]
@@ -242,8 +266,15 @@ mod tests {
     }
 
     #[test]
-    fn loopback_mtu_is_large() {
-        let mtu = path_mtu(None, "127.0.0.1:9".parse().unwrap()).unwrap();
-        assert!(mtu >= 1500, "{mtu}");
+    fn loopback_route_has_a_large_mtu_and_its_own_source() {
+        let route = route_to(Some(Ipv4Addr::LOCALHOST), "127.0.0.1:9".parse().unwrap()).unwrap();
+        assert!(route.mtu >= 1500, "{route:?}");
+        assert_eq!(route.source, Some(Ipv4Addr::LOCALHOST));
+        // Another loopback address: routing would answer from 127.0.0.1, so replies from
+        // 127.0.0.2 need the control message; the MTU is still measured from it.
+        let other = Ipv4Addr::new(127, 0, 0, 2);
+        let route = route_to(Some(other), "127.0.0.1:9".parse().unwrap()).unwrap();
+        assert_ne!(route.source, Some(other));
+        assert!(route.mtu >= 1500, "{route:?}");
     }
 }

@@ -9,19 +9,23 @@
 //! so nothing needs draining to EAGAIN; closing a socket removes it from the set). This is
 //! dnsmasq's structure with epoll instead of poll. The protocol stays in the sans-IO core; this
 //! file only moves datagrams and deadlines.
+//!
+//! The first thread also owns the listening socket: a request is read, accepted and answered on
+//! one thread without a hand-over, and with more threads that one hands new transfers out in
+//! turn through a channel and an eventfd.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
 use bootherd_tftp::packet::{self, ErrorCode};
-use bootherd_tftp::{ErrorRateLimiter, Outcome, Refusal, Transfer, TransferReport};
+use bootherd_tftp::{ErrorRateLimiter, Outcome, Packet, Refusal, Transfer, TransferReport};
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -29,8 +33,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
 
-use super::{LISTEN_BUFFER, Shared, TransferProgress};
-use crate::udp::{Arrival, PktSocket, pktinfo, send_with_info};
+use super::{Entry, LISTEN_BUFFER, Opened, Shared, TransferPorts, TransferProgress, lock};
+use crate::udp::{Arrival, pktinfo, recv_with_info, send_with_info};
 
 /// A request the listener accepted (permit taken, table entry made) for an engine thread to
 /// open and run.
@@ -43,7 +47,7 @@ pub(super) struct Request {
     pub(super) permit: OwnedSemaphorePermit,
 }
 
-/// What the listener tells an engine thread.
+/// What the listening thread tells the thread running a transfer.
 pub(super) enum Command {
     Start(Box<Request>),
     /// A datagram for transfer `id` that arrived on the listener (single-port mode).
@@ -61,10 +65,9 @@ pub(super) enum Command {
     },
 }
 
-/// The engine threads, as the listener sees them.
+/// The engine threads, as `serve` sees them: started, then stopped.
 pub(super) struct Engine {
     workers: Vec<WorkerHandle>,
-    next: AtomicUsize,
 }
 
 struct WorkerHandle {
@@ -72,6 +75,12 @@ struct WorkerHandle {
     commands: Option<mpsc::Sender<Command>>,
     doorbell: Arc<Doorbell>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The listening thread's way to another engine thread.
+struct Peer {
+    commands: mpsc::Sender<Command>,
+    doorbell: Arc<Doorbell>,
 }
 
 impl Drop for WorkerHandle {
@@ -105,11 +114,13 @@ impl Doorbell {
     }
 }
 
-/// The epoll key of the doorbell; transfer ids count up from 0 and never reach it.
+/// Epoll keys of the doorbell and the listening socket; transfer ids count up from 0 and never
+/// reach them.
 const DOORBELL: u64 = u64::MAX;
+const LISTENER: u64 = u64::MAX - 1;
 /// Events taken from the kernel per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 256;
-/// Engine threads: one per four CPUs, at least one, at most four. Most of the cost of a
+/// Engine threads unless configured: one per four CPUs, at least one, at most four. Most of the cost of a
 /// datagram is the kernel's (on loopback, `sendmsg` also runs the receiver's network stack),
 /// and a second thread on a 2-CPU machine made the boot storm slower, not faster (6.2 s and
 /// 5.9 CPU-s/GiB against 5.1 s and 4.6 with one thread: the threads and the clients then
@@ -120,60 +131,66 @@ const MAX_THREADS: usize = 4;
 
 impl Engine {
     pub(super) fn start(shared: &Arc<Shared>) -> io::Result<Engine> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get() / CPUS_PER_THREAD)
-            .clamp(1, MAX_THREADS);
+        let threads = match shared.service.config.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / CPUS_PER_THREAD)
+                .clamp(1, MAX_THREADS),
+            chosen => chosen,
+        };
         let mut workers = Vec::with_capacity(threads);
-        for _ in 0..threads {
+        let mut handles = Vec::with_capacity(threads);
+        for index in 0..threads {
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
             let doorbell = Arc::new(Doorbell {
                 fd: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
                 rung: AtomicBool::new(false),
             });
             epoll.add(&doorbell.fd, EpollEvent::new(EpollFlags::EPOLLIN, DOORBELL))?;
+            if index == 0 {
+                epoll.add(
+                    &shared.listener,
+                    EpollEvent::new(EpollFlags::EPOLLIN, LISTENER),
+                )?;
+            }
             let (commands, inbox) = mpsc::channel();
-            let worker = Worker {
+            workers.push(Worker {
+                index,
                 shared: shared.clone(),
                 epoll,
                 doorbell: doorbell.clone(),
                 inbox,
+                peers: Vec::new(),
+                next: 0,
                 transfers: HashMap::new(),
                 timers: BinaryHeap::new(),
                 recv_buf: vec![0u8; LISTEN_BUFFER],
-            };
-            let thread = std::thread::Builder::new()
-                .name("bootherd-tftp".into())
-                .spawn(move || worker.run())?;
-            workers.push(WorkerHandle {
+            });
+            handles.push(WorkerHandle {
                 commands: Some(commands),
                 doorbell,
-                thread: Some(thread),
+                thread: None,
             });
         }
-        Ok(Engine {
-            workers,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    /// The thread that takes the next transfer (round robin).
-    pub(super) fn pick(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len()
-    }
-
-    /// Queues `command` for thread `worker`; false if that thread is gone.
-    pub(super) fn send(&self, worker: usize, command: Command) -> bool {
-        let Some(handle) = self.workers.get(worker) else {
-            return false;
-        };
-        let Some(commands) = &handle.commands else {
-            return false;
-        };
-        if commands.send(command).is_err() {
-            return false;
+        workers[0].peers = handles
+            .iter()
+            .enumerate()
+            .map(|(index, handle)| match &handle.commands {
+                Some(commands) if index != 0 => Some(Peer {
+                    commands: commands.clone(),
+                    doorbell: handle.doorbell.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut engine = Engine { workers: handles };
+        for (worker, handle) in workers.into_iter().zip(&mut engine.workers) {
+            handle.thread = Some(
+                std::thread::Builder::new()
+                    .name("bootherd-tftp".into())
+                    .spawn(move || worker.run())?,
+            );
         }
-        handle.doorbell.ring();
-        true
+        Ok(engine)
     }
 
     /// Ends every transfer (their clients are told) and waits for the threads. Blocks.
@@ -194,10 +211,16 @@ impl Engine {
 
 /// One engine thread's state.
 struct Worker {
+    index: usize,
     shared: Arc<Shared>,
     epoll: Epoll,
     doorbell: Arc<Doorbell>,
     inbox: mpsc::Receiver<Command>,
+    /// On the listening thread: the other threads by index (`None` at its own), to hand out
+    /// transfers in turn. Empty elsewhere.
+    peers: Vec<Option<Peer>>,
+    /// The thread the next transfer goes to.
+    next: usize,
     transfers: HashMap<u64, Slot>,
     /// Deadlines by transfer; an entry is live only while it equals its slot's `armed`.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -212,8 +235,8 @@ struct Slot {
     /// from it.
     socket: Option<StdUdpSocket>,
     client: SocketAddr,
-    local_ip: Option<Ipv4Addr>,
-    /// The source address for every datagram, built once.
+    /// The source address for every datagram (the one the client sent its request to), built
+    /// once; `None` when routing picks that address anyway.
     info: Option<libc::in_pktinfo>,
     out: Vec<u8>,
     /// `out` holds a datagram the socket had no room for; it goes first once writable.
@@ -252,6 +275,7 @@ impl Worker {
             for event in &events[..ready] {
                 match event.data() {
                     DOORBELL => self.doorbell.answer(),
+                    LISTENER => self.listener_readable(now),
                     id if event.events().contains(EpollFlags::EPOLLOUT) => {
                         self.service(id, now);
                         if event.events().contains(EpollFlags::EPOLLIN) {
@@ -267,6 +291,11 @@ impl Worker {
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         self.shut_down();
+                        // The other threads finish once this one's senders are gone too.
+                        for peer in self.peers.drain(..).flatten() {
+                            drop(peer.commands);
+                            peer.doorbell.ring();
+                        }
                         return;
                     }
                 }
@@ -283,6 +312,177 @@ impl Worker {
         // Rounded up: waking a little late is harmless, waking early costs a turn.
         let millis = left.as_micros().div_ceil(1000);
         EpollTimeout::try_from(millis).unwrap_or(EpollTimeout::MAX)
+    }
+
+    /// Takes one datagram from the listening socket (level-triggered: the next `epoll_wait`
+    /// reports the socket again if more are queued).
+    fn listener_readable(&mut self, now: Instant) {
+        let mut buf = std::mem::take(&mut self.recv_buf);
+        match recv_with_info(self.shared.listener.as_raw_fd(), &mut buf) {
+            Ok((len, arrival)) => self.listener_datagram(&buf[..len], arrival, now),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern one
+            // peer, not the server.
+            Err(e) => debug!(error = %e, "receive error on TFTP listener"),
+        }
+        self.recv_buf = buf;
+    }
+
+    fn listener_datagram(&mut self, datagram: &[u8], arrival: Arrival, now: Instant) {
+        let shared = self.shared.clone();
+        let client = arrival.from;
+        let packet = match packet::decode(datagram) {
+            Ok(packet) => packet,
+            Err(e) => {
+                // In single-port mode a client's datagram may belong to its transfer even if
+                // it does not decode; let the transfer's own handling decide.
+                if self.forward_to_transfer(client, datagram, now) {
+                    return;
+                }
+                warn!(%client, error = %e, "malformed TFTP request");
+                let message = format!("malformed request: {e}");
+                shared.reply_to_stranger(
+                    client,
+                    arrival.local,
+                    ErrorCode::IllegalOperation,
+                    &message,
+                );
+                return;
+            }
+        };
+        let write = match &packet {
+            Packet::Rrq(_) => false,
+            Packet::Wrq(_) => true,
+            Packet::Error { .. } => {
+                self.forward_to_transfer(client, datagram, now);
+                return;
+            }
+            _ => {
+                if self.forward_to_transfer(client, datagram, now) {
+                    return;
+                }
+                let (code, message) = if shared.service.config.ports == TransferPorts::Single {
+                    (
+                        ErrorCode::UnknownTransferId,
+                        "unknown transfer ID: no transfer with this client address and port",
+                    )
+                } else {
+                    (
+                        ErrorCode::IllegalOperation,
+                        "only read and write requests belong on this port",
+                    )
+                };
+                debug!(%client, kind = packet.kind(), "stray packet on the TFTP listener");
+                shared.reply_to_stranger(client, arrival.local, code, message);
+                return;
+            }
+        };
+        let earlier = {
+            let mut table = lock(&shared.table);
+            match table.get(&client) {
+                Some(entry)
+                    if entry.request == datagram && !entry.confirmed.load(Ordering::Relaxed) =>
+                {
+                    Some((
+                        entry.worker,
+                        Command::RepeatedRequest {
+                            id: entry.generation,
+                        },
+                    ))
+                }
+                // A different request from the same address and port: the client restarted.
+                Some(_) => table
+                    .remove(&client)
+                    .map(|old| (old.worker, Command::Supersede { id: old.generation })),
+                None => None,
+            }
+        };
+        if let Some((worker, command)) = earlier {
+            let repeated = matches!(command, Command::RepeatedRequest { .. });
+            self.dispatch(worker, command, now);
+            if repeated {
+                // Our first reply was lost and the client asks again: same transfer.
+                return;
+            }
+        }
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+            let limit = shared.service.config.max_transfers;
+            warn!(%client, limit, "TFTP request refused: too many transfers at once");
+            shared
+                .service
+                .counters
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
+            let message = format!(
+                "server busy: {limit} transfers already running; retry shortly (or raise the transfer limit)"
+            );
+            shared.send_error(client, arrival.local, ErrorCode::NotDefined, &message);
+            return;
+        };
+        let id = shared.generation.fetch_add(1, Ordering::Relaxed);
+        let worker = self.next;
+        self.next = (self.next + 1) % self.peers.len().max(1);
+        let confirmed = Arc::new(AtomicBool::new(false));
+        // The entry goes in before the transfer can finish and forget it.
+        lock(&shared.table).insert(
+            client,
+            Entry {
+                request: datagram.to_vec(),
+                worker,
+                generation: id,
+                confirmed: confirmed.clone(),
+            },
+        );
+        let request = Request {
+            id,
+            request: datagram.to_vec(),
+            write,
+            arrival,
+            confirmed,
+            permit,
+        };
+        if !self.dispatch(worker, Command::Start(Box::new(request)), now) {
+            shared.forget(client, id);
+        }
+    }
+
+    /// Hands a datagram to the transfer of `client`, if there is one and we are in single-port
+    /// mode (in the other modes transfers receive on their own sockets).
+    fn forward_to_transfer(&mut self, client: SocketAddr, datagram: &[u8], now: Instant) -> bool {
+        if self.shared.service.config.ports != TransferPorts::Single {
+            return false;
+        }
+        let Some((worker, id)) = lock(&self.shared.table).get(&client).map(|entry| {
+            // Whatever the client sends after its request shows it has our reply. Marked here,
+            // not when the transfer gets to the datagram: a client that reuses this port for
+            // the same request a moment later must start a new transfer, not be taken for a
+            // retransmission of a transfer about to end.
+            entry.confirmed.store(true, Ordering::Relaxed);
+            (entry.worker, entry.generation)
+        }) else {
+            return false;
+        };
+        let datagram = datagram.to_vec();
+        self.dispatch(worker, Command::Packet { id, datagram }, now);
+        true
+    }
+
+    /// Runs `command` here if `worker` is this thread, else queues it there. False if that
+    /// thread is gone.
+    fn dispatch(&mut self, worker: usize, command: Command, now: Instant) -> bool {
+        if worker == self.index {
+            self.command(command, now);
+            return true;
+        }
+        let Some(Some(peer)) = self.peers.get(worker) else {
+            return false;
+        };
+        if peer.commands.send(command).is_err() {
+            error!(worker, "TFTP engine thread is gone; datagram dropped");
+            return false;
+        }
+        peer.doorbell.ring();
+        true
     }
 
     fn command(&mut self, command: Command, now: Instant) {
@@ -308,11 +508,14 @@ impl Worker {
     fn start(&mut self, request: Request, now: Instant) {
         let shared = self.shared.clone();
         let client = request.arrival.from;
-        let (transfer, socket) =
-            match shared.open(&request.request, request.write, &request.arrival) {
-                Ok(opened) => opened,
-                Err(refusal) => return self.refuse(&request, &refusal),
-            };
+        let Opened {
+            transfer,
+            socket,
+            source,
+        } = match shared.open(&request.request, request.write, &request.arrival) {
+            Ok(opened) => opened,
+            Err(refusal) => return self.refuse(&request, &refusal),
+        };
         if let Some(socket) = &socket {
             if let Err(e) = self
                 .epoll
@@ -338,7 +541,6 @@ impl Worker {
             started: SystemTime::now(),
             bytes: AtomicU64::new(0),
         });
-        let local_ip = request.arrival.local;
         self.transfers.insert(
             request.id,
             Slot {
@@ -346,8 +548,7 @@ impl Worker {
                 transfer,
                 socket,
                 client,
-                local_ip,
-                info: pktinfo(local_ip, None),
+                info: pktinfo(source, None),
                 unsent: false,
                 watching_writable: false,
                 armed: None,
@@ -368,13 +569,14 @@ impl Worker {
         let counters = &shared.service.counters;
         counters.refused.fetch_add(1, Ordering::Relaxed);
         counters.refusals.add(refusal.code.name());
-        let mut out = Vec::new();
-        packet::encode_error(&mut out, refusal.code, &refusal.message);
-        let _ = shared
-            .listener
-            .send_now(&out, client, request.arrival.local);
+        shared.send_error(
+            client,
+            request.arrival.local,
+            refusal.code,
+            &refusal.message,
+        );
         let file = packet::decode(&request.request).ok().and_then(|p| match p {
-            packet::Packet::Rrq(r) | packet::Packet::Wrq(r) => Some(r.filename.to_string()),
+            Packet::Rrq(r) | Packet::Wrq(r) => Some(r.filename.to_string()),
             _ => None,
         });
         if let Some(observer) = &shared.service.observer {
@@ -598,16 +800,14 @@ impl Worker {
 
 impl Slot {
     /// Sends `out` from this transfer's port and the address the client used.
-    fn send(&self, listener: &PktSocket) -> io::Result<()> {
-        match &self.socket {
-            Some(socket) => send_with_info(
-                socket.as_raw_fd(),
-                &self.out,
-                self.client,
-                self.info.as_ref(),
-            ),
-            None => listener.send_now(&self.out, self.client, self.local_ip),
-        }
+    fn send(&self, listener: &StdUdpSocket) -> io::Result<()> {
+        let socket = self.socket.as_ref().unwrap_or(listener);
+        send_with_info(
+            socket.as_raw_fd(),
+            &self.out,
+            self.client,
+            self.info.as_ref(),
+        )
     }
 
     fn local_port(&self, listener: SocketAddr) -> u16 {
@@ -653,8 +853,10 @@ mod tests {
         const ROUNDS: u64 = 500;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("small"), [7u8; 100]).unwrap();
+        // Three threads, so most ACKs cross from the listening thread to another one.
         let mut config = TftpConfig {
             ports: TransferPorts::Single,
+            threads: 3,
             ..TftpConfig::default()
         };
         config.transfer.timer.initial_rto = Duration::from_secs(30);

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,13 +17,15 @@ use bootherd_tftp::{
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-use crate::udp::{Arrival, PktSocket, bind_transfer, path_mtu};
+use crate::udp::{
+    Arrival, Route, bind_transfer, pktinfo, prepare_listener, route_to, send_with_info,
+};
 
 mod engine;
 
-use engine::{Command, Engine, Request};
+use engine::Engine;
 
 /// Which local ports transfers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,8 @@ pub struct TftpConfig {
     /// Caps blksize at the path MTU towards the client minus IP and UDP headers, so no DATA
     /// packet is ever fragmented (many PXE ROMs cannot reassemble).
     pub cap_blksize_to_mtu: bool,
+    /// Engine threads moving datagrams; 0 picks one per four CPUs, at most four.
+    pub threads: usize,
 }
 
 impl Default for TftpConfig {
@@ -78,6 +83,7 @@ impl Default for TftpConfig {
             ports: TransferPorts::Ephemeral,
             max_transfers: 1024,
             cap_blksize_to_mtu: true,
+            threads: 0,
         }
     }
 }
@@ -166,6 +172,8 @@ pub struct TftpService {
 /// Largest datagram we accept on the listening port: a request can exceed 512 bytes with many
 /// options, and in single-port mode uploads arrive here too.
 const LISTEN_BUFFER: usize = MAX_BLKSIZE as usize + 4;
+/// Receive queue asked for the listening socket (see `serve`).
+const LISTENER_QUEUE_BYTES: usize = 4 << 20;
 /// IPv4 + UDP headers, subtracted from the MTU for the blksize cap.
 const IP_UDP_HEADERS: u32 = 20 + 8;
 /// TFTP DATA header.
@@ -183,20 +191,30 @@ struct Entry {
 }
 
 type Table = Arc<Mutex<HashMap<SocketAddr, Entry>>>;
-/// Local address and peer a path MTU was measured for.
-type MtuKey = (Option<Ipv4Addr>, IpAddr);
+/// Local address and peer a route was looked up for.
+type RouteKey = (Option<Ipv4Addr>, IpAddr);
 
-/// Shared by the listener and every transfer task.
+/// An accepted request, ready to run.
+struct Opened {
+    transfer: Transfer,
+    /// `None` in single-port mode.
+    socket: Option<StdUdpSocket>,
+    /// The source address to set on every datagram; `None` when routing picks it anyway.
+    source: Option<Ipv4Addr>,
+}
+
+/// Shared by the engine threads.
 struct Shared {
     /// The listener's address (asked of the kernel once, not per transfer).
     local: SocketAddr,
     service: TftpService,
-    listener: Arc<PktSocket>,
+    /// Non-blocking, IP_PKTINFO; read by the engine thread that owns it, written by all.
+    listener: StdUdpSocket,
     table: Table,
     permits: Arc<Semaphore>,
     strangers: Mutex<ErrorRateLimiter>,
     generation: AtomicU64,
-    mtus: Mutex<HashMap<MtuKey, (u32, Instant)>>,
+    routes: Mutex<HashMap<RouteKey, (Route, Instant)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -204,32 +222,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// How long a measured path MTU is reused: routes rarely change, and probing costs a socket.
-const MTU_MEMORY: Duration = Duration::from_secs(60);
+/// How long a looked-up route is reused: routes rarely change, and probing costs a socket.
+const ROUTE_MEMORY: Duration = Duration::from_secs(60);
 
 impl Shared {
-    fn path_mtu(&self, local: Option<Ipv4Addr>, peer: SocketAddr) -> Option<u32> {
+    fn route(&self, local: Option<Ipv4Addr>, peer: SocketAddr) -> Option<Route> {
         let key = (local, peer.ip());
         let now = Instant::now();
-        if let Some(&(mtu, at)) = lock(&self.mtus).get(&key) {
-            if now.duration_since(at) < MTU_MEMORY {
-                return Some(mtu);
+        if let Some(&(route, at)) = lock(&self.routes).get(&key) {
+            if now.duration_since(at) < ROUTE_MEMORY {
+                return Some(route);
             }
         }
-        let mtu = path_mtu(local, peer).ok()?;
-        let mut mtus = lock(&self.mtus);
-        if mtus.len() > 4096 {
-            mtus.retain(|_, (_, at)| now.duration_since(*at) < MTU_MEMORY);
+        let route = route_to(local, peer).ok()?;
+        let mut routes = lock(&self.routes);
+        if routes.len() > 4096 {
+            routes.retain(|_, (_, at)| now.duration_since(*at) < ROUTE_MEMORY);
         }
-        mtus.insert(key, (mtu, now));
-        Some(mtu)
+        routes.insert(key, (route, now));
+        Some(route)
     }
 
     /// Sends an ERROR to someone who is not a client of a running transfer, within the rate
     /// limit. Never answers an ERROR with an ERROR (RFC 1350 §7).
-    async fn reply_to_stranger(
+    fn reply_to_stranger(
         &self,
-        socket: &PktSocket,
         to: SocketAddr,
         from: Option<Ipv4Addr>,
         code: ErrorCode,
@@ -239,51 +256,54 @@ impl Shared {
             debug!(%to, %code, message, "ERROR reply suppressed by rate limit");
             return;
         }
+        self.send_error(to, from, code, message);
+    }
+
+    /// Sends an ERROR from the listening port. Not retried: a full send buffer loses it like
+    /// the network could, and the client asks again.
+    fn send_error(&self, to: SocketAddr, from: Option<Ipv4Addr>, code: ErrorCode, message: &str) {
         let mut out = Vec::with_capacity(message.len() + 5);
         packet::encode_error(&mut out, code, message);
-        if let Err(e) = socket.send(&out, to, from).await {
+        if let Err(e) = send_with_info(
+            self.listener.as_raw_fd(),
+            &out,
+            to,
+            pktinfo(from, None).as_ref(),
+        ) {
             debug!(%to, error = %e, "could not send ERROR");
         }
     }
 }
 
 /// Runs the TFTP server on `socket` until `shutdown` is cancelled. Transfers still running then
-/// are told the server is going away.
+/// are told the server is going away. The work happens on the engine's own threads (see
+/// `engine`); this future only starts and stops them.
 pub async fn serve(
     socket: StdUdpSocket,
     service: TftpService,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let listener = Arc::new(PktSocket::from_std(socket)?);
-    let local = listener.local_addr()?;
+    prepare_listener(&socket)?;
+    // A boot storm is a burst: machines powered on together send their requests within
+    // milliseconds, and the default queue (about 270 requests) overflows, so hundreds of
+    // clients wait out their retry timeout. The kernel caps this at net.core.rmem_max.
+    if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(LISTENER_QUEUE_BYTES) {
+        debug!(error = %e, "could not enlarge the TFTP listener's receive queue");
+    }
+    let local = socket.local_addr()?;
     info!(%local, ports = ?service.config.ports, uploads = service.uploads.is_some(), "TFTP server listening");
     let shared = Arc::new(Shared {
         local,
         permits: Arc::new(Semaphore::new(service.config.max_transfers.max(1))),
         service,
-        listener,
+        listener: socket,
         table: Arc::default(),
         strangers: Mutex::new(ErrorRateLimiter::default()),
         generation: AtomicU64::new(0),
-        mtus: Mutex::default(),
+        routes: Mutex::default(),
     });
     let engine = Engine::start(&shared)?;
-    let mut buf = vec![0u8; LISTEN_BUFFER];
-    loop {
-        let (len, arrival) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            received = shared.listener.recv(&mut buf) => match received {
-                Ok(r) => r,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
-                    // one peer, not the server.
-                    debug!(error = %e, "receive error on TFTP listener");
-                    continue;
-                }
-            },
-        };
-        handle_listener_datagram(&shared, &engine, &buf[..len], arrival).await;
-    }
+    shutdown.cancelled().await;
     // Joining threads blocks; the runtime's other tasks keep running meanwhile.
     if tokio::task::spawn_blocking(move || engine.shutdown())
         .await
@@ -293,158 +313,6 @@ pub async fn serve(
     }
     info!(%local, "TFTP server stopped");
     Ok(())
-}
-
-async fn handle_listener_datagram(
-    shared: &Arc<Shared>,
-    engine: &Engine,
-    datagram: &[u8],
-    arrival: Arrival,
-) {
-    let client = arrival.from;
-    let packet = match packet::decode(datagram) {
-        Ok(packet) => packet,
-        Err(e) => {
-            // In single-port mode a client's datagram may belong to its transfer even if it
-            // does not decode; let the transfer's own handling decide.
-            if forward_to_transfer(shared, engine, client, datagram) {
-                return;
-            }
-            warn!(%client, error = %e, "malformed TFTP request");
-            let message = format!("malformed request: {e}");
-            shared
-                .reply_to_stranger(
-                    &shared.listener,
-                    client,
-                    arrival.local,
-                    ErrorCode::IllegalOperation,
-                    &message,
-                )
-                .await;
-            return;
-        }
-    };
-    let write = match &packet {
-        Packet::Rrq(_) => false,
-        Packet::Wrq(_) => true,
-        Packet::Error { .. } => {
-            forward_to_transfer(shared, engine, client, datagram);
-            return;
-        }
-        _ => {
-            if forward_to_transfer(shared, engine, client, datagram) {
-                return;
-            }
-            let (code, message) = if shared.service.config.ports == TransferPorts::Single {
-                (
-                    ErrorCode::UnknownTransferId,
-                    "unknown transfer ID: no transfer with this client address and port",
-                )
-            } else {
-                (
-                    ErrorCode::IllegalOperation,
-                    "only read and write requests belong on this port",
-                )
-            };
-            debug!(%client, kind = packet.kind(), "stray packet on the TFTP listener");
-            shared
-                .reply_to_stranger(&shared.listener, client, arrival.local, code, message)
-                .await;
-            return;
-        }
-    };
-    let superseded = {
-        let mut table = lock(&shared.table);
-        match table.get(&client) {
-            Some(entry)
-                if entry.request == datagram && !entry.confirmed.load(Ordering::Relaxed) =>
-            {
-                // Our first reply was lost and the client asks again: same transfer.
-                let (worker, id) = (entry.worker, entry.generation);
-                drop(table);
-                engine.send(worker, Command::RepeatedRequest { id });
-                return;
-            }
-            // A different request from the same address and port: the client restarted.
-            Some(_) => table.remove(&client),
-            None => None,
-        }
-    };
-    if let Some(old) = superseded {
-        engine.send(old.worker, Command::Supersede { id: old.generation });
-    }
-    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-        let limit = shared.service.config.max_transfers;
-        warn!(%client, limit, "TFTP request refused: too many transfers at once");
-        shared
-            .service
-            .counters
-            .refused
-            .fetch_add(1, Ordering::Relaxed);
-        let message = format!(
-            "server busy: {limit} transfers already running; retry shortly (or raise the transfer limit)"
-        );
-        let mut out = Vec::new();
-        packet::encode_error(&mut out, ErrorCode::NotDefined, &message);
-        let _ = shared.listener.send(&out, client, arrival.local).await;
-        return;
-    };
-    let id = shared.generation.fetch_add(1, Ordering::Relaxed);
-    let worker = engine.pick();
-    let confirmed = Arc::new(AtomicBool::new(false));
-    // The entry goes in before the engine can finish the transfer and forget it.
-    lock(&shared.table).insert(
-        client,
-        Entry {
-            request: datagram.to_vec(),
-            worker,
-            generation: id,
-            confirmed: confirmed.clone(),
-        },
-    );
-    let request = Request {
-        id,
-        request: datagram.to_vec(),
-        write,
-        arrival,
-        confirmed,
-        permit,
-    };
-    if !engine.send(worker, Command::Start(Box::new(request))) {
-        error!(%client, "TFTP engine thread is gone; request dropped");
-        shared.forget(client, id);
-    }
-}
-
-/// Hands a datagram to the transfer of `client`, if there is one and we are in single-port
-/// mode (in the other modes transfers receive on their own sockets).
-fn forward_to_transfer(
-    shared: &Shared,
-    engine: &Engine,
-    client: SocketAddr,
-    datagram: &[u8],
-) -> bool {
-    if shared.service.config.ports != TransferPorts::Single {
-        return false;
-    }
-    let Some((worker, id)) = lock(&shared.table).get(&client).map(|entry| {
-        // Whatever the client sends after its request shows it has our reply. Marked here,
-        // not when the engine gets to the datagram: a client that reuses this port for the
-        // same request a moment later must start a new transfer, not be taken for a
-        // retransmission of a transfer about to end.
-        entry.confirmed.store(true, Ordering::Relaxed);
-        (entry.worker, entry.generation)
-    }) else {
-        return false;
-    };
-    engine.send(
-        worker,
-        Command::Packet {
-            id,
-            datagram: datagram.to_vec(),
-        },
-    );
-    true
 }
 
 impl Shared {
@@ -463,16 +331,17 @@ impl Shared {
     /// Accepts a request: its transfer and, unless in single-port mode, its own socket.
     /// Opening is cheap by the FileSource contract (no bulk reads), so it runs on the engine
     /// thread.
-    fn open(
-        &self,
-        request: &[u8],
-        write: bool,
-        arrival: &Arrival,
-    ) -> Result<(Transfer, Option<StdUdpSocket>), Refusal> {
+    fn open(&self, request: &[u8], write: bool, arrival: &Arrival) -> Result<Opened, Refusal> {
         let service = &self.service;
         let mut config = service.config.transfer;
+        let route = self.route(arrival.local, arrival.from);
+        // Replies must come from the address the request went to; say so per datagram only
+        // where routing would not pick it anyway.
+        let source = arrival
+            .local
+            .filter(|&local| route.is_none_or(|route| route.source != Some(local)));
         if service.config.cap_blksize_to_mtu && asks_for_blksize(request) {
-            if let Some(mtu) = self.path_mtu(arrival.local, arrival.from) {
+            if let Some(Route { mtu, .. }) = route {
                 let cap = mtu.saturating_sub(IP_UDP_HEADERS + DATA_HEADER);
                 let cap = cap.clamp(u32::from(MIN_BLKSIZE), u32::from(MAX_BLKSIZE)) as u16;
                 config.limits.max_blksize = config.limits.max_blksize.min(cap);
@@ -510,7 +379,11 @@ impl Shared {
             service.source.as_ref(),
             uploads,
         )?;
-        Ok((accepted, socket))
+        Ok(Opened {
+            transfer: accepted,
+            socket,
+            source,
+        })
     }
 }
 
