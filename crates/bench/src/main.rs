@@ -33,6 +33,11 @@ struct Cli {
     /// The bootherd binary (build it with --release).
     #[arg(long, default_value = "target/release/bootherd")]
     bootherd: PathBuf,
+    /// Another bootherd build measured alongside, as `bootherd-baseline` (for example the
+    /// previous commit's): run-to-run noise on a shared machine is larger than most changes,
+    /// so a change is judged against its baseline within one interleaved run.
+    #[arg(long, value_name = "BIN")]
+    baseline: Option<PathBuf>,
     /// The atftpd binary (bench/run.sh unpacks it from Debian's package).
     #[arg(long, default_value = "target/bench-peers/usr/sbin/atftpd")]
     atftpd: PathBuf,
@@ -108,12 +113,16 @@ fn main() -> anyhow::Result<()> {
             "run as root: the servers bind port 69 and the DHCP scenario uses network namespaces"
         );
     }
-    let peers: Vec<Peer> = Peer::ALL
+    let mut peers: Vec<Peer> = Peer::ALL
         .into_iter()
         .filter(|p| cli.peers.iter().any(|n| n == p.name()))
         .collect();
+    if cli.baseline.is_some() {
+        peers.insert(1.min(peers.len()), Peer::Baseline);
+    }
     let programs = Programs {
         bootherd: cli.bootherd.clone(),
+        baseline: cli.baseline.clone(),
         atftpd: cli.atftpd.clone(),
     };
     let (big_len, storm_clients, small_total, dhcp_total) = if cli.quick {
@@ -283,7 +292,7 @@ fn main() -> anyhow::Result<()> {
     let dhcp_peers: Vec<Peer> = peers
         .iter()
         .copied()
-        .filter(|p| matches!(p, Peer::Bootherd | Peer::Dnsmasq))
+        .filter(|p| matches!(p, Peer::Bootherd | Peer::Baseline | Peer::Dnsmasq))
         .collect();
     if !dhcp_peers.is_empty() && wanted("dhcp") {
         tables.push(dhcp_scenario(
@@ -421,11 +430,13 @@ fn dhcp_scenario(
     fs::write(bootloaders.join("undionly.kpxe"), b"bench")?;
     let rows = interleaved(peers, reps, "proxydhcp", |peer| {
         let mut command = server_ns.command(match peer {
-            Peer::Bootherd => programs.bootherd.to_str().unwrap_or("bootherd"),
+            Peer::Bootherd | Peer::Baseline => {
+                programs.bootherd_for(peer).to_str().unwrap_or("bootherd")
+            }
             _ => "dnsmasq",
         });
         match peer {
-            Peer::Bootherd => {
+            Peer::Bootherd | Peer::Baseline => {
                 command
                     .args(["serve", "--data"])
                     .arg(root)
@@ -605,7 +616,7 @@ fn render(cli: &Cli, tables: &[Table]) -> anyhow::Result<String> {
                 (Some(o), _) => format!("{:.2}×", med / o),
                 _ => String::new(),
             };
-            if row.peer != Peer::Bootherd && med.is_finite() {
+            if row.peer.is_other_server() && med.is_finite() {
                 best_peer = Some(match best_peer {
                     None => med,
                     Some(b) if table.higher_is_better => b.max(med),
@@ -699,7 +710,7 @@ fn render(cli: &Cli, tables: &[Table]) -> anyhow::Result<String> {
         let best_lockstep = l
             .rows
             .iter()
-            .filter(|r| r.peer != Peer::Bootherd)
+            .filter(|r| r.peer.is_other_server())
             .map(|r| median(&mut good_values(r)))
             .filter(|v| v.is_finite())
             .fold(f64::NAN, f64::max);

@@ -12,6 +12,8 @@ use bootherd_tftp::packet::{self, Mode, Request};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Peer {
     Bootherd,
+    /// Another bootherd build (`--baseline`), to measure a change against within one run.
+    Baseline,
     TftpdHpa,
     Atftpd,
     Dnsmasq,
@@ -20,9 +22,15 @@ pub(crate) enum Peer {
 impl Peer {
     pub(crate) const ALL: [Peer; 4] = [Peer::Bootherd, Peer::TftpdHpa, Peer::Atftpd, Peer::Dnsmasq];
 
+    /// A server people run today, as opposed to a bootherd build.
+    pub(crate) fn is_other_server(self) -> bool {
+        !matches!(self, Peer::Bootherd | Peer::Baseline)
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Peer::Bootherd => "bootherd",
+            Peer::Baseline => "bootherd-baseline",
             Peer::TftpdHpa => "tftpd-hpa",
             Peer::Atftpd => "atftpd",
             Peer::Dnsmasq => "dnsmasq",
@@ -34,7 +42,18 @@ impl Peer {
 #[derive(Debug, Clone)]
 pub(crate) struct Programs {
     pub(crate) bootherd: PathBuf,
+    pub(crate) baseline: Option<PathBuf>,
     pub(crate) atftpd: PathBuf,
+}
+
+impl Programs {
+    /// The binary of `Bootherd` or `Baseline`.
+    pub(crate) fn bootherd_for(&self, peer: Peer) -> &Path {
+        match (peer, &self.baseline) {
+            (Peer::Baseline, Some(baseline)) => baseline,
+            _ => &self.bootherd,
+        }
+    }
 }
 
 pub(crate) const ADDRESS: &str = "127.0.0.1:69";
@@ -60,8 +79,8 @@ impl Drop for Running {
 pub(crate) fn start(peer: Peer, root: &Path, programs: &Programs) -> anyhow::Result<Running> {
     let root_text = root.to_str().context("root path is not UTF-8")?;
     let mut command = match peer {
-        Peer::Bootherd => {
-            let mut c = Command::new(&programs.bootherd);
+        Peer::Bootherd | Peer::Baseline => {
+            let mut c = Command::new(programs.bootherd_for(peer));
             c.args([
                 "tftp",
                 "--root",
