@@ -345,6 +345,13 @@ pub fn encode_data_header(out: &mut Vec<u8>, block: u16) {
     push_u16(out, block);
 }
 
+/// The four header bytes of DATA `block`, for writing over a reused buffer.
+pub fn data_header(block: u16) -> [u8; 4] {
+    let [op_hi, op_lo] = OP_DATA.to_be_bytes();
+    let [hi, lo] = block.to_be_bytes();
+    [op_hi, op_lo, hi, lo]
+}
+
 pub fn encode_ack(out: &mut Vec<u8>, block: u16) {
     push_u16(out, OP_ACK);
     push_u16(out, block);

@@ -79,6 +79,12 @@ pub trait FileContent: Send + Sync + fmt::Debug {
     /// Fills as much of `buf` as the file has from `offset`; returns the number of bytes read,
     /// short only at the end of the file.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Whether reads are memory copies. Transfers read files that are not a few blocks ahead,
+    /// so a 100 MiB image is not one system call per 512-byte block.
+    fn in_memory(&self) -> bool {
+        false
+    }
 }
 
 impl FileContent for Vec<u8> {
@@ -88,6 +94,10 @@ impl FileContent for Vec<u8> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.as_slice().read_at(offset, buf)
+    }
+
+    fn in_memory(&self) -> bool {
+        true
     }
 }
 
@@ -103,6 +113,10 @@ impl FileContent for [u8] {
         let n = buf.len().min(<[u8]>::len(self) - start);
         buf[..n].copy_from_slice(&self[start..start + n]);
         Ok(n)
+    }
+
+    fn in_memory(&self) -> bool {
+        true
     }
 }
 
@@ -324,6 +338,10 @@ impl Drop for DiskFile {
 impl FileContent for DiskFile {
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn in_memory(&self) -> bool {
+        self.memory.is_some()
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {

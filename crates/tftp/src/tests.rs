@@ -17,10 +17,39 @@ use crate::{
 #[derive(Debug)]
 struct MemSource(Arc<Vec<u8>>);
 
+/// File contents that claim to come from disk, so transfers read them ahead in chunks (the
+/// path a large image takes); counts the reads.
+#[derive(Debug)]
+struct DiskLike {
+    bytes: Vec<u8>,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl DiskLike {
+    fn new(bytes: Vec<u8>) -> DiskLike {
+        DiskLike {
+            bytes,
+            reads: Default::default(),
+        }
+    }
+}
+
+impl FileContent for DiskLike {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.bytes.as_slice().read_at(offset, buf)
+    }
+}
+
 impl FileSource for MemSource {
     fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError> {
         if path.as_str() == "file" {
-            Ok(Arc::new(self.0.as_ref().clone()))
+            Ok(Arc::new(DiskLike::new(self.0.as_ref().clone())))
         } else {
             Err(SourceError::NotFound {
                 path: path.to_string(),
@@ -841,4 +870,71 @@ fn empty_file_gets_no_tsize_in_the_oack() {
     let mut t = start_read(&[], Mode::Octet, &[("tsize", "0")], &config(false), now);
     assert!(t.poll_transmit(now, &mut buf));
     assert_eq!(buf, [0, 3, 0, 1]);
+}
+
+/// A file read from disk is read 16 KiB at a time, not a block at a time, also when blocks are
+/// resent out of order; an in-memory file is copied block by block without reading ahead.
+#[test]
+fn disk_files_are_read_ahead_and_resends_reread_what_they_need() {
+    let content = pattern(100 * 512 + 17);
+    for in_memory in [false, true] {
+        let disk = Arc::new(DiskLike::new(content.clone()));
+        let file: Arc<dyn FileContent> = if in_memory {
+            Arc::new(content.clone())
+        } else {
+            disk.clone()
+        };
+        let source = SharedFile(file.clone());
+        let bytes = rrq_bytes(Mode::Octet, &[]);
+        let Ok(Packet::Rrq(request)) = decode(&bytes) else {
+            panic!("bad RRQ")
+        };
+        let now = Instant::now();
+        let cfg = config(false);
+        let mut t = accept(now, &request, false, &cfg, &source, Uploads::Disabled).unwrap();
+        let mut received = Vec::new();
+        let mut out = Vec::new();
+        let mut block: u16 = 0;
+        let mut resent_once = false;
+        while t.outcome().is_none() {
+            if !t.poll_transmit(now, &mut out) {
+                break;
+            }
+            let Ok(Packet::Data { block: b, data }) = decode(&out) else {
+                panic!("expected DATA, got {:?}", decode(&out));
+            };
+            if b == block.wrapping_add(1) {
+                received.extend_from_slice(data);
+                block = b;
+            } else {
+                assert_eq!(b, block, "only the block just sent is resent");
+            }
+            // Once, far into the file, pretend the ACK was lost: the resend must come from
+            // the read-ahead window or a fresh read, with the same bytes.
+            if block == 70 && !resent_once {
+                resent_once = true;
+                t.handle_timeout(now + Duration::from_secs(10));
+                continue;
+            }
+            let mut ack = Vec::new();
+            crate::packet::encode_ack(&mut ack, block);
+            t.handle_packet(now, &decode(&ack).unwrap());
+        }
+        assert_eq!(t.outcome(), Some(&Outcome::Completed));
+        assert!(received == content, "in_memory={in_memory}: wrong bytes");
+        if !in_memory {
+            let reads = disk.reads.load(std::sync::atomic::Ordering::Relaxed);
+            // 101 blocks, 32 per read, and one more for the resend of block 70 at most.
+            assert!((4..=5).contains(&reads), "{reads} reads for 101 blocks");
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SharedFile(Arc<dyn FileContent>);
+
+impl FileSource for SharedFile {
+    fn open(&self, _path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError> {
+        Ok(self.0.clone())
+    }
 }
