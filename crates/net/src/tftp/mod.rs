@@ -194,11 +194,9 @@ type Table = Arc<Mutex<HashMap<SocketAddr, Entry>>>;
 /// Local address and peer a route was looked up for.
 type RouteKey = (Option<Ipv4Addr>, IpAddr);
 
-/// An accepted request, ready to run.
+/// An accepted request; the engine gives it a socket.
 struct Opened {
     transfer: Transfer,
-    /// `None` in single-port mode.
-    socket: Option<StdUdpSocket>,
     /// The source address to set on every datagram; `None` when routing picks it anyway.
     source: Option<Ipv4Addr>,
 }
@@ -328,8 +326,7 @@ impl Shared {
         }
     }
 
-    /// Accepts a request: its transfer and, unless in single-port mode, its own socket.
-    /// Opening is cheap by the FileSource contract (no bulk reads), so it runs on the engine
+    /// Accepts a request. Opening is cheap by the FileSource contract (no bulk reads), so it runs on the engine
     /// thread.
     fn open(&self, request: &[u8], write: bool, arrival: &Arrival) -> Result<Opened, Refusal> {
         let service = &self.service;
@@ -347,16 +344,6 @@ impl Shared {
                 config.limits.max_blksize = config.limits.max_blksize.min(cap);
             }
         }
-        let socket = match service.config.ports {
-            TransferPorts::Single => None,
-            ports => Some(bind_transfer_socket(ports, self.local).map_err(|e| {
-                warn!(error = %e, "no socket for a TFTP transfer");
-                Refusal {
-                    code: ErrorCode::NotDefined,
-                    message: format!("server busy: no free transfer port ({e}); retry shortly or widen the port range"),
-                }
-            })?),
-        };
         let packet = packet::decode(request).map_err(|e| Refusal {
             code: ErrorCode::IllegalOperation,
             message: e.to_string(),
@@ -381,7 +368,6 @@ impl Shared {
         )?;
         Ok(Opened {
             transfer: accepted,
-            socket,
             source,
         })
     }
