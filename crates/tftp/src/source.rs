@@ -6,7 +6,7 @@
 //! touch the file system, and they do it synchronously: the network driver calls them from a
 //! blocking-capable context.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::packet::ErrorCode;
 
@@ -227,6 +227,35 @@ fn resolve_inside(
     path: &TftpPath,
     area: &'static str,
 ) -> Result<PathBuf, SourceError> {
+    resolve_with_metadata(root, path, area).map(|(resolved, _)| resolved)
+}
+
+/// [`resolve_inside`], also returning the file's metadata when no symlink was on the way.
+///
+/// The root is canonical, so only components below it can be symlinks: they are checked with
+/// one `lstat` each, and the last one's answer is the file's metadata. Only when a symlink is
+/// found is the whole path canonicalised (a `readlink` per component from `/`, which was three
+/// system calls of every small transfer's dozen).
+fn resolve_with_metadata(
+    root: &Path,
+    path: &TftpPath,
+    area: &'static str,
+) -> Result<(PathBuf, Option<fs::Metadata>), SourceError> {
+    let mut resolved = root.to_path_buf();
+    let mut meta = None;
+    for component in path.as_str().split('/') {
+        resolved.push(component);
+        let component_meta =
+            fs::symlink_metadata(&resolved).map_err(|e| SourceError::from_io(path, area, e))?;
+        if component_meta.file_type().is_symlink() {
+            meta = None;
+            break;
+        }
+        meta = Some(component_meta);
+    }
+    if let Some(meta) = meta {
+        return Ok((resolved, Some(meta)));
+    }
     let joined = root.join(path.as_str());
     let resolved = fs::canonicalize(&joined).map_err(|e| SourceError::from_io(path, area, e))?;
     if !resolved.starts_with(root) {
@@ -235,7 +264,7 @@ fn resolve_inside(
             reason: format!("it is a symbolic link that leads outside the {area}"),
         });
     }
-    Ok(resolved)
+    Ok((resolved, None))
 }
 
 /// Serves the regular files below one directory.
@@ -251,9 +280,17 @@ fn resolve_inside(
 pub struct DirSource {
     root: PathBuf,
     open_files: Mutex<HashMap<PathBuf, OpenFile>>,
+    /// Files served lately, held open a moment past their last transfer: machines ask for
+    /// the same bootloader one after another as often as all at once, and reopening cost an
+    /// open, two stats, a read and a close per request.
+    warm: Mutex<VecDeque<(Instant, Arc<DiskFile>)>>,
     /// Bytes of file contents held in memory right now, across all open files.
     in_memory: Arc<AtomicU64>,
 }
+
+/// How long a file stays open after it was last served, and how many stay so.
+const KEEP_WARM: Duration = Duration::from_secs(2);
+const WARM_FILES: usize = 16;
 
 /// Files up to this size are held in memory while they are being sent.
 const IN_MEMORY_FILE_MAX: u64 = 4 << 20;
@@ -389,6 +426,7 @@ impl DirSource {
         Ok(DirSource {
             root,
             open_files: Mutex::new(HashMap::new()),
+            warm: Mutex::new(VecDeque::new()),
             in_memory: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -396,20 +434,43 @@ impl DirSource {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// Marks `file` as just served. Files not served for [`KEEP_WARM`] are let go (at the
+    /// next request, so an idle server holds at most [`WARM_FILES`] of them).
+    fn keep_warm(&self, file: &Arc<DiskFile>) {
+        let now = Instant::now();
+        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        warm.retain(|(at, _)| now.duration_since(*at) < KEEP_WARM);
+        if let Some(entry) = warm.iter_mut().find(|(_, kept)| Arc::ptr_eq(kept, file)) {
+            entry.0 = now;
+            return;
+        }
+        if warm.len() >= WARM_FILES {
+            warm.pop_front();
+        }
+        warm.push_back((now, file.clone()));
+    }
+
+    /// Where `path` leads inside the root, and what is there.
+    fn metadata(&self, path: &TftpPath) -> Result<(PathBuf, fs::Metadata), SourceError> {
+        let (resolved, meta) = resolve_with_metadata(&self.root, path, AREA_ROOT)?;
+        let meta = match meta {
+            Some(meta) => meta,
+            None => {
+                fs::metadata(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?
+            }
+        };
+        Ok((resolved, meta))
+    }
 }
 
 impl FileSource for DirSource {
     fn contains(&self, path: &TftpPath) -> bool {
-        resolve_inside(&self.root, path, AREA_ROOT)
-            .and_then(|resolved| {
-                fs::metadata(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))
-            })
-            .is_ok_and(|meta| meta.is_file())
+        self.metadata(path).is_ok_and(|(_, meta)| meta.is_file())
     }
 
     fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError> {
-        let resolved = resolve_inside(&self.root, path, AREA_ROOT)?;
-        let meta = fs::metadata(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
+        let (resolved, meta) = self.metadata(path)?;
         if !meta.is_file() {
             return Err(SourceError::AccessDenied {
                 path: path.to_string(),
@@ -423,6 +484,8 @@ impl FileSource for DirSource {
         if let Some(entry) = open_files.get(&resolved) {
             if entry.stamp == stamp {
                 if let Some(file) = entry.file.upgrade() {
+                    drop(open_files);
+                    self.keep_warm(&file);
                     return Ok(file);
                 }
             }
@@ -444,6 +507,8 @@ impl FileSource for DirSource {
                 file: Arc::downgrade(&shared),
             },
         );
+        drop(open_files);
+        self.keep_warm(&shared);
         Ok(shared)
     }
 }
@@ -744,7 +809,15 @@ mod tests {
         );
         assert!(read_all(&a) == small && read_all(&b) == small);
         assert!(read_all(&big) == large);
+        let first = Arc::as_ptr(&a);
         drop((a, b, big));
+        // Kept warm a moment after its last transfer: the next request finds it open.
+        assert_eq!(source.in_memory.load(Ordering::Relaxed), 300_000);
+        let again = source.open(&TftpPath::parse("small").unwrap()).unwrap();
+        assert!(std::ptr::addr_eq(Arc::as_ptr(&again), first));
+        drop(again);
+        // Once it has cooled down, the memory goes back to the budget.
+        source.warm.lock().unwrap().clear();
         assert_eq!(source.in_memory.load(Ordering::Relaxed), 0);
 
         // Past the budget, files are still served, with pread.
@@ -787,6 +860,24 @@ mod tests {
                 .open(&TftpPath::parse("inside-link").unwrap())
                 .is_ok()
         );
+        // Symlinked directories on the way: followed inside the root, refused out of it.
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("outdir")).unwrap();
+        fs::write(dir.path().join("sub/deep.bin"), b"deep").unwrap();
+        std::os::unix::fs::symlink("sub", dir.path().join("sublink")).unwrap();
+        let err = source
+            .open(&TftpPath::parse("outdir/secret").unwrap())
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AccessViolation, "{err}");
+        assert_eq!(
+            source
+                .open(&TftpPath::parse("sublink/deep.bin").unwrap())
+                .unwrap()
+                .len(),
+            4
+        );
+        assert!(source.contains(&TftpPath::parse("sub/deep.bin").unwrap()));
+        assert!(!source.contains(&TftpPath::parse("outdir/secret").unwrap()));
+        assert!(!source.contains(&TftpPath::parse("sub").unwrap()));
         let err = source
             .open(&TftpPath::parse("missing").unwrap())
             .unwrap_err();
