@@ -288,6 +288,38 @@ fn main() -> anyhow::Result<()> {
         });
     }
 
+    if wanted("small") {
+        let rows = interleaved(&peers, reps, "small requests, blocking clients", |peer| {
+            let running = servers::start(peer, dir, &programs)?;
+            let sampler = procstat::RssSampler::start(running.pid());
+            let cpu_before = procstat::cpu_seconds(running.pid());
+            let started = Instant::now();
+            let (ok, failed, first_error) =
+                small_requests_blocking(server, &files.small, small_total);
+            let elapsed = started.elapsed();
+            let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
+            let peak = sampler.finish();
+            Ok(Measured::Sample(Sample {
+                value: ok as f64 / elapsed.as_secs_f64(),
+                cpu_per_gib: cpu / ((ok * 512) as f64 / GIB),
+                cpu_seconds: cpu,
+                peak_rss: peak,
+                failures: failed,
+                note: first_error,
+                extra: format!("{:.0} µs CPU per transfer", cpu * 1e6 / ok.max(1) as f64),
+            }))
+        })?;
+        tables.push(Table {
+            title: format!(
+                "Many small requests, blocking clients: {small_total} transfers of a 512-byte file, {BLOCKING_CLIENTS} threads one after another"
+            ),
+            what: "completed transfers per second, the same load from plain blocking sockets (one thread per client, no async runtime)".into(),
+            unit: "transfers/s",
+            higher_is_better: true,
+            rows,
+        });
+    }
+
     // ProxyDHCP, bootherd against dnsmasq in proxy mode.
     let dhcp_peers: Vec<Peer> = peers
         .iter()
@@ -372,6 +404,54 @@ async fn storm(
         results.push(joined.unwrap_or_else(|e| Err(e.to_string())));
     }
     results
+}
+
+/// Client threads of the blocking small-request scenario.
+const BLOCKING_CLIENTS: usize = 16;
+
+/// `total` transfers of the small file from [`BLOCKING_CLIENTS`] threads, each fetching one
+/// after another with a blocking socket; returns (ok, failed, first error).
+fn small_requests_blocking(server: SocketAddr, small: &[u8], total: i64) -> (u64, u64, String) {
+    let remaining = std::sync::atomic::AtomicI64::new(total);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..BLOCKING_CLIENTS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (mut ok, mut failed, mut first_error) = (0u64, 0u64, String::new());
+                    while remaining.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                        match tftp_client::get_small_blocking(
+                            server,
+                            "small.bin",
+                            small,
+                            Duration::from_secs(1),
+                            5,
+                        ) {
+                            Ok(()) => ok += 1,
+                            Err(e) => {
+                                failed += 1;
+                                if first_error.is_empty() {
+                                    first_error = e;
+                                }
+                            }
+                        }
+                    }
+                    (ok, failed, first_error)
+                })
+            })
+            .collect();
+        let (mut ok, mut failed, mut first_error) = (0, 0, String::new());
+        for thread in threads {
+            let (o, f, e) = thread
+                .join()
+                .unwrap_or((0, 0, "client thread panicked".into()));
+            ok += o;
+            failed += f;
+            if first_error.is_empty() {
+                first_error = e;
+            }
+        }
+        (ok, failed, first_error)
+    })
 }
 
 /// `total` transfers of the small file, 64 at a time; returns (ok, failed, first error).

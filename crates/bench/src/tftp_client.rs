@@ -168,3 +168,78 @@ pub(crate) async fn get_verified(
         last_sent_to = server_tid;
     }
 }
+
+/// Downloads a file of at most a few blocks with a plain blocking socket, lock-step, no
+/// options, resending its last packet on timeout: the simplest client there is, as a second
+/// opinion on the async client above (a runtime's scheduling on the client side shapes how
+/// fast short transfers turn around).
+pub(crate) fn get_small_blocking(
+    server: SocketAddr,
+    file: &str,
+    expected: &[u8],
+    timeout: Duration,
+    retries: u32,
+) -> Result<(), String> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut last = Vec::new();
+    packet::encode_request(
+        &mut last,
+        false,
+        &Request {
+            filename: file,
+            mode: Mode::Octet,
+            options: Vec::new(),
+        },
+    );
+    let mut to = server;
+    socket.send_to(&last, to).map_err(|e| e.to_string())?;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 600];
+    let mut failures = 0;
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                failures += 1;
+                if failures > retries {
+                    return Err(format!("timed out at byte {}", received.len()));
+                }
+                socket.send_to(&last, to).map_err(|e| e.to_string())?;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match packet::decode(&buf[..len]) {
+            Ok(Packet::Data { block, data }) => {
+                let expected_block = (received.len() / 512 + 1) as u16;
+                if block != expected_block {
+                    continue;
+                }
+                received.extend_from_slice(data);
+                to = from;
+                last.clear();
+                packet::encode_ack(&mut last, block);
+                socket.send_to(&last, to).map_err(|e| e.to_string())?;
+                if data.len() < 512 {
+                    return if received == expected {
+                        Ok(())
+                    } else {
+                        Err("wrong bytes".into())
+                    };
+                }
+            }
+            Ok(Packet::Error { code, message }) => {
+                return Err(format!("server error {code}: {message}"));
+            }
+            _ => {}
+        }
+    }
+}
