@@ -679,6 +679,10 @@ fn render(cli: &Cli, tables: &[Table]) -> anyhow::Result<String> {
             .find(|r| r.peer == Peer::Bootherd)
             .map(|r| median(&mut good_values(r)));
         let mut best_peer: Option<f64> = None;
+        // Ranges (min, max) of bootherd and of the best peer, to tell a clear gap from one
+        // inside the repetitions' spread.
+        let mut ours_range = None;
+        let mut best_range = None;
         for row in &table.rows {
             if let Some(reason) = &row.unsupported {
                 writeln!(out, "| {} | n/a | | | | | | | {reason} |", row.peer.name())?;
@@ -696,12 +700,19 @@ fn render(cli: &Cli, tables: &[Table]) -> anyhow::Result<String> {
                 (Some(o), _) => format!("{:.2}×", med / o),
                 _ => String::new(),
             };
+            if row.peer == Peer::Bootherd {
+                ours_range = Some((lo, hi));
+            }
             if row.peer.is_other_server() && med.is_finite() {
-                best_peer = Some(match best_peer {
-                    None => med,
-                    Some(b) if table.higher_is_better => b.max(med),
-                    Some(b) => b.min(med),
-                });
+                let better = match best_peer {
+                    None => true,
+                    Some(b) if table.higher_is_better => med > b,
+                    Some(b) => med < b,
+                };
+                if better {
+                    best_peer = Some(med);
+                    best_range = Some((lo, hi));
+                }
             }
             let mut cpu_gib: Vec<f64> = row
                 .samples
@@ -750,11 +761,20 @@ fn render(cli: &Cli, tables: &[Table]) -> anyhow::Result<String> {
             } else {
                 o <= b
             };
+            let overlap = match (ours_range, best_range) {
+                (Some((our_lo, our_hi)), Some((their_lo, their_hi))) => {
+                    our_lo <= their_hi && their_lo <= our_hi
+                }
+                _ => false,
+            };
+            let verdict = match (ok, overlap) {
+                (true, _) => "not slower",
+                (false, true) => "**slower** by median (the ranges of the repetitions overlap)",
+                (false, false) => "**slower**",
+            };
             verdicts.push(format!(
-                "- {}: bootherd {o:.1} vs best peer {b:.1} {} — {}",
-                table.title,
-                table.unit,
-                if ok { "not slower" } else { "**slower**" }
+                "- {}: bootherd {o:.1} vs best peer {b:.1} {} — {verdict}",
+                table.title, table.unit,
             ));
         }
     }
