@@ -2,9 +2,9 @@
 //!
 //! The protocol crates decide what to send; this crate decides how: socket options
 //! (IP_PKTINFO for replying from the right address, broadcast reception, transfer port
-//! policy) and the tokio tasks that run the state machines. Servers take sockets that are
-//! already bound plus a cancellation token, so tests bind 127.0.0.1:0 and only the binary binds
-//! privileged ports.
+//! policy) and the loops that run the state machines: tokio tasks for DHCP, epoll threads for
+//! TFTP transfers (`tftp::engine`). Servers take sockets that are already bound plus a
+//! cancellation token, so tests bind 127.0.0.1:0 and only the binary binds privileged ports.
 
 pub mod dhcp;
 pub mod interfaces;
