@@ -257,67 +257,55 @@ fn main() -> anyhow::Result<()> {
     }
 
     if wanted("small") {
-        let rows = interleaved(&peers, reps, "many small requests", |peer| {
-            let running = servers::start(peer, dir, &programs)?;
-            let sampler = procstat::RssSampler::start(running.pid());
-            let cpu_before = procstat::cpu_seconds(running.pid());
-            let started = Instant::now();
-            let (ok, failed, first_error) =
-                runtime.block_on(small_requests(server, &files.small, small_total));
-            let elapsed = started.elapsed();
-            let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
-            let peak = sampler.finish();
-            Ok(Measured::Sample(Sample {
-                value: ok as f64 / elapsed.as_secs_f64(),
-                cpu_per_gib: cpu / ((ok * 512) as f64 / GIB),
-                cpu_seconds: cpu,
-                peak_rss: peak,
-                failures: failed,
-                note: first_error,
-                extra: format!("{:.0} µs CPU per transfer", cpu * 1e6 / ok.max(1) as f64),
-            }))
-        })?;
-        tables.push(Table {
-            title: format!(
-                "Many small requests: {small_total} transfers of a 512-byte file, 64 at a time"
+        // The same load from two kinds of client: how a client schedules its sockets shapes
+        // how fast short transfers turn around, so one kind alone could mislead.
+        type Load<'a> = Box<dyn Fn() -> (u64, u64, String) + 'a>;
+        let loads: [(&str, String, &str, Load<'_>); 2] = [
+            (
+                "many small requests",
+                format!(
+                    "Many small requests: {small_total} transfers of a 512-byte file, 64 at a time"
+                ),
+                "completed transfers per second",
+                Box::new(|| runtime.block_on(small_requests(server, &files.small, small_total))),
             ),
-            what: "completed transfers per second".into(),
-            unit: "transfers/s",
-            higher_is_better: true,
-            rows,
-        });
-    }
-
-    if wanted("small") {
-        let rows = interleaved(&peers, reps, "small requests, blocking clients", |peer| {
-            let running = servers::start(peer, dir, &programs)?;
-            let sampler = procstat::RssSampler::start(running.pid());
-            let cpu_before = procstat::cpu_seconds(running.pid());
-            let started = Instant::now();
-            let (ok, failed, first_error) =
-                small_requests_blocking(server, &files.small, small_total);
-            let elapsed = started.elapsed();
-            let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
-            let peak = sampler.finish();
-            Ok(Measured::Sample(Sample {
-                value: ok as f64 / elapsed.as_secs_f64(),
-                cpu_per_gib: cpu / ((ok * 512) as f64 / GIB),
-                cpu_seconds: cpu,
-                peak_rss: peak,
-                failures: failed,
-                note: first_error,
-                extra: format!("{:.0} µs CPU per transfer", cpu * 1e6 / ok.max(1) as f64),
-            }))
-        })?;
-        tables.push(Table {
-            title: format!(
-                "Many small requests, blocking clients: {small_total} transfers of a 512-byte file, {BLOCKING_CLIENTS} threads one after another"
+            (
+                "small requests, blocking clients",
+                format!(
+                    "Many small requests, blocking clients: {small_total} transfers of a 512-byte file, {BLOCKING_CLIENTS} threads one after another"
+                ),
+                "completed transfers per second, the same load from plain blocking sockets (one thread per client, no async runtime)",
+                Box::new(|| small_requests_blocking(server, &files.small, small_total)),
             ),
-            what: "completed transfers per second, the same load from plain blocking sockets (one thread per client, no async runtime)".into(),
-            unit: "transfers/s",
-            higher_is_better: true,
-            rows,
-        });
+        ];
+        for (label, title, what, load) in loads {
+            let rows = interleaved(&peers, reps, label, |peer| {
+                let running = servers::start(peer, dir, &programs)?;
+                let sampler = procstat::RssSampler::start(running.pid());
+                let cpu_before = procstat::cpu_seconds(running.pid());
+                let started = Instant::now();
+                let (ok, failed, first_error) = load();
+                let elapsed = started.elapsed();
+                let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
+                let peak = sampler.finish();
+                Ok(Measured::Sample(Sample {
+                    value: ok as f64 / elapsed.as_secs_f64(),
+                    cpu_per_gib: cpu / ((ok * 512) as f64 / GIB),
+                    cpu_seconds: cpu,
+                    peak_rss: peak,
+                    failures: failed,
+                    note: first_error,
+                    extra: format!("{:.0} µs CPU per transfer", cpu * 1e6 / ok.max(1) as f64),
+                }))
+            })?;
+            tables.push(Table {
+                title,
+                what: what.into(),
+                unit: "transfers/s",
+                higher_is_better: true,
+                rows,
+            });
+        }
     }
 
     // ProxyDHCP, bootherd against dnsmasq in proxy mode.

@@ -587,20 +587,7 @@ fn acks_sent_to_broadcast_still_complete_the_transfer() {
     let content = pattern(300_000);
     fs::write(root.path().join("ap.img"), &content).unwrap();
     for listen in ["0.0.0.0:69", "10.66.0.1:69"] {
-        let logs = tempfile::tempdir().unwrap();
-        let process = Daemon::spawn(
-            Path::new(BIN),
-            &[
-                "tftp",
-                "--root",
-                root.path().to_str().unwrap(),
-                "--listen",
-                listen,
-            ],
-            &logs.path().join("bootherd.log"),
-            Some(server_ns.name()),
-        );
-        process.wait_for_log(&["TFTP server listening"], Duration::from_secs(10));
+        let (process, _logs) = tftp_in_namespace(&server_ns, root.path(), listen);
         let (data, blksize, tid) = client_ns.run(fetch_with_broadcast_acks);
         assert_eq!(blksize, 1468, "blksize not capped to the 1500-byte MTU");
         assert!(
@@ -632,20 +619,7 @@ fn replies_come_from_the_address_asked_on_a_multi_address_interface() {
     let root = tempfile::tempdir().unwrap();
     let content = pattern(100_000);
     fs::write(root.path().join("two.img"), &content).unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let process = Daemon::spawn(
-        Path::new(BIN),
-        &[
-            "tftp",
-            "--root",
-            root.path().to_str().unwrap(),
-            "--listen",
-            "0.0.0.0:69",
-        ],
-        &logs.path().join("bootherd.log"),
-        Some(server_ns.name()),
-    );
-    process.wait_for_log(&["TFTP server listening"], Duration::from_secs(10));
+    let (_process, _logs) = tftp_in_namespace(&server_ns, root.path(), "0.0.0.0:69");
     for (round, asked) in ["10.67.0.3", "10.67.0.1", "10.67.0.3"]
         .into_iter()
         .enumerate()
@@ -664,6 +638,19 @@ fn replies_come_from_the_address_asked_on_a_multi_address_interface() {
         );
         assert!(data == content, "round {round}: wrong bytes");
     }
+}
+
+/// `bootherd tftp` serving `root` inside `ns`, listening; returns it with its log directory.
+fn tftp_in_namespace(ns: &Netns, root: &Path, listen: &str) -> (Daemon, tempfile::TempDir) {
+    let logs = tempfile::tempdir().unwrap();
+    let process = Daemon::spawn(
+        Path::new(BIN),
+        &["tftp", "--root", root.to_str().unwrap(), "--listen", listen],
+        &logs.path().join("bootherd.log"),
+        Some(ns.name()),
+    );
+    process.wait_for_log(&["TFTP server listening"], Duration::from_secs(10));
+    (process, logs)
 }
 
 fn fetch_with_broadcast_acks() -> (Vec<u8>, usize, SocketAddr) {

@@ -926,6 +926,57 @@ mod tests {
     use super::super::{TftpConfig, TftpService, TransferPorts, serve};
     use super::*;
 
+    /// A server on 127.0.0.1 serving one 100-byte file, `small`.
+    struct TestServer {
+        addr: SocketAddr,
+        counters: Arc<super::super::TftpCounters>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<io::Result<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestServer {
+        fn start(config: TftpConfig) -> TestServer {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("small"), [7u8; 100]).unwrap();
+            let service = TftpService {
+                config,
+                source: Arc::new(DirSource::new(dir.path()).unwrap()),
+                uploads: None,
+                counters: Arc::default(),
+                active: Arc::default(),
+                observer: None,
+            };
+            let counters = service.counters.clone();
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = socket.local_addr().unwrap();
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(serve(socket, service, shutdown.clone()));
+            TestServer {
+                addr,
+                counters,
+                shutdown,
+                task,
+                _dir: dir,
+            }
+        }
+
+        /// Waits (boundedly) until `completed` transfers have finished, checks the count and
+        /// stops the server.
+        async fn stop_after(self, completed: u64) -> Arc<super::super::TftpCounters> {
+            for _ in 0..300 {
+                if self.counters.completed.load(Ordering::Relaxed) == completed {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(self.counters.completed.load(Ordering::Relaxed), completed);
+            self.shutdown.cancel();
+            self.task.await.unwrap().unwrap();
+            self.counters
+        }
+    }
+
     /// Every command must wake its engine thread at once. In single-port mode each ACK is a
     /// command, so a lost wake-up shows as a stall until the transfer's retransmission timer
     /// fires; with that timer at 30 s here, any stall fails the 3 s read timeout. With 4000
@@ -936,8 +987,6 @@ mod tests {
     async fn commands_never_wait_for_a_timer() {
         const CLIENTS: u64 = 8;
         const ROUNDS: u64 = 500;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("small"), [7u8; 100]).unwrap();
         // Three threads, so most ACKs cross from the listening thread to another one.
         let mut config = TftpConfig {
             ports: TransferPorts::Single,
@@ -947,19 +996,8 @@ mod tests {
         config.transfer.timer.initial_rto = Duration::from_secs(30);
         config.transfer.timer.min_rto = Duration::from_secs(30);
         config.transfer.timer.max_rto = Duration::from_secs(30);
-        let service = TftpService {
-            config,
-            source: Arc::new(DirSource::new(dir.path()).unwrap()),
-            uploads: None,
-            counters: Arc::default(),
-            active: Arc::default(),
-            observer: None,
-        };
-        let counters = service.counters.clone();
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let server_addr = socket.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(socket, service, shutdown.clone()));
+        let server = TestServer::start(config);
+        let server_addr = server.addr;
         // Several clients at once: the lost wake-up needs a ring to land while the engine
         // thread answers the previous one.
         let clients = (0..CLIENTS).map(|client| {
@@ -991,42 +1029,20 @@ mod tests {
         })
         .await
         .unwrap();
-        // The last ACK is a command too: wait (boundedly) for its transfer to finish.
-        for _ in 0..300 {
-            if counters.completed.load(Ordering::Relaxed) == CLIENTS * ROUNDS {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(counters.completed.load(Ordering::Relaxed), CLIENTS * ROUNDS);
+        // The last ACK is a command too: its transfer finishes a moment later.
+        let counters = server.stop_after(CLIENTS * ROUNDS).await;
         assert_eq!(counters.retransmits.load(Ordering::Relaxed), 0);
-        shutdown.cancel();
-        server.await.unwrap().unwrap();
     }
 
     /// Sockets of finished transfers are reused, but never straight away for the client they
     /// just served: its late packets must not reach its next transfer as if they were new.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn transfer_sockets_are_reused_but_not_for_the_same_client_twice_in_a_row() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("small"), [7u8; 100]).unwrap();
-        let config = TftpConfig {
+        let server = TestServer::start(TftpConfig {
             threads: 1,
             ..TftpConfig::default()
-        };
-        let service = TftpService {
-            config,
-            source: Arc::new(DirSource::new(dir.path()).unwrap()),
-            uploads: None,
-            counters: Arc::default(),
-            active: Arc::default(),
-            observer: None,
-        };
-        let counters = service.counters.clone();
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let server_addr = socket.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(socket, service, shutdown.clone()));
+        });
+        let server_addr = server.addr;
         let (alone, taking_turns) = tokio::task::spawn_blocking(move || {
             let fetch = |client: &UdpSocket| {
                 client
@@ -1079,14 +1095,6 @@ mod tests {
             reused >= 15,
             "only {reused} of 20 transfers reused a socket"
         );
-        for _ in 0..300 {
-            if counters.completed.load(Ordering::Relaxed) == 40 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(counters.completed.load(Ordering::Relaxed), 40);
-        shutdown.cancel();
-        server.await.unwrap().unwrap();
+        server.stop_after(40).await;
     }
 }
