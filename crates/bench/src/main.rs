@@ -128,7 +128,7 @@ fn main() -> anyhow::Result<()> {
     let (big_len, storm_clients, small_total, dhcp_total) = if cli.quick {
         (4 << 20, 50, 500, 500)
     } else {
-        (100 << 20, 1000, 10_000, 20_000)
+        (100 << 20, 1000, 40_000, 20_000)
     };
     let reps = if cli.quick { 1 } else { cli.reps.max(1) };
 
@@ -283,10 +283,16 @@ fn main() -> anyhow::Result<()> {
                 let running = servers::start(peer, dir, &programs)?;
                 let sampler = procstat::RssSampler::start(running.pid());
                 let cpu_before = procstat::cpu_seconds(running.pid());
+                let client_before = procstat::cpu_seconds(std::process::id());
+                let (idle_before, total_before) = procstat::machine_ticks();
                 let started = Instant::now();
                 let (ok, failed, first_error) = load();
                 let elapsed = started.elapsed();
                 let cpu = procstat::cpu_seconds(running.pid()) - cpu_before;
+                let client = procstat::cpu_seconds(std::process::id()) - client_before;
+                let (idle_after, total_after) = procstat::machine_ticks();
+                let idle =
+                    (idle_after - idle_before) as f64 / (total_after - total_before).max(1) as f64;
                 let peak = sampler.finish();
                 Ok(Measured::Sample(Sample {
                     value: ok as f64 / elapsed.as_secs_f64(),
@@ -295,7 +301,12 @@ fn main() -> anyhow::Result<()> {
                     peak_rss: peak,
                     failures: failed,
                     note: first_error,
-                    extra: format!("{:.0} µs CPU per transfer", cpu * 1e6 / ok.max(1) as f64),
+                    extra: format!(
+                        "{:.0} µs CPU per transfer (client {:.0} µs); machine {:.0} % idle",
+                        cpu * 1e6 / ok.max(1) as f64,
+                        client * 1e6 / ok.max(1) as f64,
+                        idle * 100.0
+                    ),
                 }))
             })?;
             tables.push(Table {

@@ -134,3 +134,23 @@ impl RssSampler {
             .max(high_water_mark(self.pid))
     }
 }
+
+/// The whole machine's CPU time so far, as (idle, total) in ticks: a short-transfer scenario
+/// bound by latency leaves CPUs idle, one bound by work does not.
+pub(crate) fn machine_ticks() -> (u64, u64) {
+    let Ok(stat) = fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    let idle = fields.get(3..5).map_or(0, |f| f.iter().sum());
+    let total = fields.iter().take(8).sum();
+    (idle, total)
+}
