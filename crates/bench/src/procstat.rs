@@ -154,3 +154,83 @@ pub(crate) fn machine_ticks() -> (u64, u64) {
     let total = fields.iter().take(8).sum();
     (idle, total)
 }
+
+/// A control group of its own for one server, so that its CPU time includes processes that
+/// already ended: tftpd-hpa serves each transfer in a child that is gone before it could be
+/// read from /proc, and a reaped child's time reaches its parent only if the parent waits for
+/// it. Linux keeps the sum per group (cgroup v1 `cpuacct`, or v2's `cpu.stat`).
+#[derive(Debug)]
+pub(crate) struct CpuGroup {
+    dir: std::path::PathBuf,
+    version: CgroupVersion,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CgroupVersion {
+    V1,
+    V2,
+}
+
+impl CpuGroup {
+    /// A new, empty group, or `None` where none can be made (no cgroup file system, or not
+    /// root): CPU time is then read per process from /proc.
+    pub(crate) fn create(name: &str) -> Option<CpuGroup> {
+        let (parent, version) =
+            if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                ("/sys/fs/cgroup", CgroupVersion::V2)
+            } else if std::path::Path::new("/sys/fs/cgroup/cpuacct/cpuacct.usage").exists() {
+                ("/sys/fs/cgroup/cpuacct", CgroupVersion::V1)
+            } else {
+                return None;
+            };
+        let dir = std::path::Path::new(parent).join(name);
+        match fs::create_dir(&dir) {
+            Ok(()) => Some(CpuGroup { dir, version }),
+            Err(_) => None,
+        }
+    }
+
+    /// The file a process writes its own pid to, to join the group before it starts serving.
+    pub(crate) fn procs_file(&self) -> std::path::PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    /// CPU seconds used by every process that has been in the group.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        match self.version {
+            CgroupVersion::V1 => fs::read_to_string(self.dir.join("cpuacct.usage"))
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|ns| ns as f64 / 1e9),
+            CgroupVersion::V2 => fs::read_to_string(self.dir.join("cpu.stat"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))?
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|us| us as f64 / 1e6),
+        }
+    }
+
+    /// Processes still in the group (a forking server's children outlive a killed parent).
+    pub(crate) fn members(&self) -> Vec<u32> {
+        fs::read_to_string(self.procs_file())
+            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CpuGroup {
+    fn drop(&mut self) {
+        // A group can only be removed once empty; its last members may take a moment to exit.
+        for _ in 0..100 {
+            if fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bootherd_tftp::packet::{self, Mode, Request};
 
+use crate::procstat::{self, CpuGroup};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Peer {
     Bootherd,
@@ -61,11 +63,21 @@ pub(crate) const ADDRESS: &str = "127.0.0.1:69";
 #[derive(Debug)]
 pub(crate) struct Running {
     child: Child,
+    group: Option<CpuGroup>,
 }
 
 impl Running {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// CPU seconds the server has used, its ended children included where a control group
+    /// can count them.
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        self.group
+            .as_ref()
+            .and_then(CpuGroup::cpu_seconds)
+            .unwrap_or_else(|| procstat::cpu_seconds(self.pid()))
     }
 }
 
@@ -73,14 +85,40 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Children of a forking server that are still serving: they were started by us.
+        if let Some(group) = &self.group {
+            for pid in group.members() {
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
     }
 }
 
-pub(crate) fn start(peer: Peer, root: &Path, programs: &Programs) -> anyhow::Result<Running> {
+/// Starts `peer`, confined to CPU `cpu` when one is given (with every thread and child it
+/// will have: `taskset` sets the mask before the server's first instruction).
+pub(crate) fn start(
+    peer: Peer,
+    root: &Path,
+    programs: &Programs,
+    cpu: Option<usize>,
+) -> anyhow::Result<Running> {
     let root_text = root.to_str().context("root path is not UTF-8")?;
+    let program = |path: &Path| match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("--cpu-list").arg(cpu.to_string()).arg(path);
+            c
+        }
+        None => Command::new(path),
+    };
     let mut command = match peer {
         Peer::Bootherd | Peer::Baseline => {
-            let mut c = Command::new(programs.bootherd_for(peer));
+            let mut c = program(programs.bootherd_for(peer));
             c.args([
                 "tftp",
                 "--root",
@@ -94,7 +132,7 @@ pub(crate) fn start(peer: Peer, root: &Path, programs: &Programs) -> anyhow::Res
             c
         }
         Peer::TftpdHpa => {
-            let mut c = Command::new("/usr/sbin/in.tftpd");
+            let mut c = program(Path::new("/usr/sbin/in.tftpd"));
             c.args([
                 "--foreground",
                 "--listen",
@@ -108,7 +146,7 @@ pub(crate) fn start(peer: Peer, root: &Path, programs: &Programs) -> anyhow::Res
             c
         }
         Peer::Atftpd => {
-            let mut c = Command::new(&programs.atftpd);
+            let mut c = program(&programs.atftpd);
             c.args([
                 "--daemon",
                 "--no-fork",
@@ -130,7 +168,7 @@ pub(crate) fn start(peer: Peer, root: &Path, programs: &Programs) -> anyhow::Res
             c
         }
         Peer::Dnsmasq => {
-            let mut c = Command::new("dnsmasq");
+            let mut c = program(Path::new("dnsmasq"));
             c.args([
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
@@ -148,13 +186,35 @@ pub(crate) fn start(peer: Peer, root: &Path, programs: &Programs) -> anyhow::Res
             c
         }
     };
+    // The server joins its group itself, before its first instruction, so that no child it
+    // forks can escape the count.
+    let group = CpuGroup::create(&format!(
+        "bootherd-bench-{}-{}",
+        std::process::id(),
+        peer.name()
+    ));
+    if let Some(group) = &group {
+        let mut joining = Command::new("sh");
+        joining
+            .arg("-c")
+            .arg(r#"echo $$ > "$0" && exec "$@""#)
+            .arg(group.procs_file())
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (key, value) in command.get_envs() {
+            if let Some(value) = value {
+                joining.env(key, value);
+            }
+        }
+        command = joining;
+    }
     let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", peer.name()))?;
-    let running = Running { child };
+    let running = Running { child, group };
     wait_ready(peer)?;
     Ok(running)
 }
