@@ -43,6 +43,11 @@ pub struct ReadTransfer {
     file: Arc<dyn FileContent>,
     /// File contents read ahead of the blocks being sent (files read from disk only).
     read_ahead: ReadAhead,
+    /// The next DATA datagram, read while the client was busy with the previous one (see
+    /// [`prepare_next`](ReadTransfer::prepare_next)); its buffer is also the spare that the
+    /// datagram it replaces goes back into.
+    prepared: Vec<u8>,
+    prepared_block: Option<u64>,
     params: Params,
     blocks: Blocks,
     phase: Phase,
@@ -86,6 +91,8 @@ impl ReadTransfer {
             timer: Retransmit::new(params.timer, params.timeout, now),
             file,
             read_ahead: ReadAhead::default(),
+            prepared: Vec::new(),
+            prepared_block: None,
             blocks,
             phase: if negotiating {
                 Phase::Negotiating
@@ -350,24 +357,59 @@ impl ReadTransfer {
         self.timer.on_send(now);
     }
 
+    /// Reads the block the client will ask for next, while it is still receiving the last
+    /// one. Call it when there is nothing to send. In a lock-step transfer the disk read then
+    /// no longer sits between the client's ACK and our next DATA, which is the round trip that
+    /// bounds the transfer's speed (tftp-hpa reads ahead the same way). Files held in memory
+    /// need no read and netascii blocks depend on the previous one, so both are left alone;
+    /// each transfer holds at most one prepared datagram.
+    pub fn prepare_next(&mut self) {
+        let block = self.next_send;
+        if !matches!(self.phase, Phase::Negotiating | Phase::Sending)
+            || !matches!(self.blocks, Blocks::Octet)
+            || self.file.in_memory()
+            || self.prepared_block == Some(block)
+            || self.last_block.is_none_or(|last| block > last)
+        {
+            return;
+        }
+        let mut datagram = std::mem::take(&mut self.prepared);
+        self.prepared_block = match self.read_octet(block, &mut datagram) {
+            Ok(()) => Some(block),
+            // The real send reads again and reports the error then.
+            Err(_) => None,
+        };
+        self.prepared = datagram;
+    }
+
+    /// Writes octet DATA `block` (header and contents) into `out`.
+    fn read_octet(&mut self, block: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let blksize = usize::from(self.params.blksize);
+        let offset = (block - 1) * blksize as u64;
+        let len = (self.file.len().saturating_sub(offset)).min(blksize as u64) as usize;
+        // Zero-fills only past the previous datagram's length, which is usually the same.
+        out.resize(4 + len, 0);
+        out[..4].copy_from_slice(&packet::data_header(block as u16));
+        read_block(
+            self.file.as_ref(),
+            &mut self.read_ahead,
+            blksize,
+            offset,
+            &mut out[4..],
+        )
+    }
+
     /// Writes DATA `block` (header and contents) into `out`.
     fn fill_data(&mut self, block: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+        if self.prepared_block == Some(block) {
+            // The datagram `out` held (already sent) becomes the spare buffer.
+            std::mem::swap(out, &mut self.prepared);
+            self.prepared_block = None;
+            return Ok(());
+        }
         let blksize = usize::from(self.params.blksize);
         match &mut self.blocks {
-            Blocks::Octet => {
-                let offset = (block - 1) * blksize as u64;
-                let len = (self.file.len().saturating_sub(offset)).min(blksize as u64) as usize;
-                // Zero-fills only past the previous datagram's length, which is usually the same.
-                out.resize(4 + len, 0);
-                out[..4].copy_from_slice(&packet::data_header(block as u16));
-                read_block(
-                    self.file.as_ref(),
-                    &mut self.read_ahead,
-                    blksize,
-                    offset,
-                    &mut out[4..],
-                )
-            }
+            Blocks::Octet => self.read_octet(block, out),
             Blocks::Netascii { starts, first } => {
                 out.clear();
                 packet::encode_data_header(out, block as u16);

@@ -938,3 +938,79 @@ impl FileSource for SharedFile {
         Ok(self.0.clone())
     }
 }
+
+/// A file read from disk has its next block read while the client is busy with the previous
+/// one, so the DATA that answers an ACK needs no read; a resend in between still sends the
+/// resent block's own bytes, and nothing is read past the end.
+#[test]
+fn the_next_block_is_read_before_the_ack_that_asks_for_it() {
+    let blksize = 16384; // too large to read ahead in chunks: one read per block
+    let content = pattern(5 * blksize + 100);
+    let disk = Arc::new(DiskLike::new(content.clone()));
+    let source = SharedFile(disk.clone());
+    let bytes = rrq_bytes(Mode::Octet, &[("blksize", "16384")]);
+    let Ok(Packet::Rrq(request)) = decode(&bytes) else {
+        panic!("bad RRQ")
+    };
+    let reads = || disk.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let now = Instant::now();
+    let mut t = accept(
+        now,
+        &request,
+        false,
+        &config(false),
+        &source,
+        Uploads::Disabled,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    assert!(t.poll_transmit(now, &mut out));
+    assert!(matches!(decode(&out), Ok(Packet::Oack { .. })));
+    t.prepare_next();
+    assert_eq!(reads(), 1, "block 1 is read while the OACK is answered");
+    let mut received = Vec::new();
+    let mut acked: u16 = 0;
+    let mut resent = false;
+    loop {
+        let mut ack = Vec::new();
+        crate::packet::encode_ack(&mut ack, acked);
+        let reads_before = reads();
+        t.handle_packet(now, &decode(&ack).unwrap());
+        if t.outcome().is_some() {
+            break;
+        }
+        assert!(t.poll_transmit(now, &mut out));
+        assert_eq!(
+            reads(),
+            reads_before,
+            "DATA after an ACK comes without a read"
+        );
+        let Ok(Packet::Data { block, data }) = decode(&out) else {
+            panic!("expected DATA, got {:?}", decode(&out));
+        };
+        assert_eq!(block, acked + 1);
+        received.extend_from_slice(data);
+        assert!(!t.poll_transmit(now, &mut out));
+        t.prepare_next();
+        if block == 2 && !resent {
+            // The ACK for block 2 is lost: block 2 is resent, read again, and block 3,
+            // already prepared, stays prepared.
+            resent = true;
+            t.handle_timeout(now + Duration::from_secs(10));
+            let reads_before = reads();
+            assert!(t.poll_transmit(now, &mut out));
+            let Ok(Packet::Data { block: 2, data }) = decode(&out) else {
+                panic!("expected DATA 2 again, got {:?}", decode(&out));
+            };
+            assert_eq!(data, &content[blksize..2 * blksize]);
+            assert_eq!(reads(), reads_before + 1);
+            t.prepare_next();
+            assert_eq!(reads(), reads_before + 1);
+        }
+        acked = block;
+    }
+    assert_eq!(t.outcome(), Some(&Outcome::Completed));
+    assert!(received == content, "wrong bytes");
+    // Six blocks (the last one short) and the resend: nothing past the end.
+    assert_eq!(reads(), 7);
+}

@@ -219,6 +219,14 @@ impl Transfer {
         both!(self, t => t.poll_timeout())
     }
 
+    /// Work ahead while waiting for the client: a read transfer reads its next block (see
+    /// [`ReadTransfer::prepare_next`]); a write transfer has nothing to prepare.
+    pub fn prepare_next(&mut self) {
+        if let Transfer::Read(t) = self {
+            t.prepare_next();
+        }
+    }
+
     /// Largest datagram this transfer can receive from its client.
     pub fn max_incoming(&self) -> usize {
         match self {

@@ -704,6 +704,10 @@ impl Worker {
             let outcome = outcome.clone();
             return self.finish(id, outcome);
         }
+        if !slot.unsent {
+            // The datagram is on its way; read the next block while the client handles it.
+            slot.transfer.prepare_next();
+        }
         if slot.unsent != slot.watching_writable {
             if let Some(socket) = &slot.socket {
                 let mut flags = EpollFlags::EPOLLIN;
