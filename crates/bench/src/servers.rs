@@ -107,6 +107,14 @@ pub(crate) fn start(
     programs: &Programs,
     cpu: Option<usize>,
 ) -> anyhow::Result<Running> {
+    // A server left running would answer in place of the one under test (and its files
+    // would fail verification): the port must be free before each start.
+    if let Err(e) = std::net::UdpSocket::bind(ADDRESS) {
+        bail!(
+            "cannot start {}: {ADDRESS} is not free ({e}); is another TFTP server still running?",
+            peer.name()
+        );
+    }
     let root_text = root.to_str().context("root path is not UTF-8")?;
     let program = |path: &Path| match cpu {
         Some(cpu) => {
