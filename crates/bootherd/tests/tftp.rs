@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bootherd_testkit::netns::{self, Netns};
 use bootherd_testkit::{
-    Daemon, RawClient, free_udp_port, pattern, require_program, run_with_timeout,
+    Daemon, RawClient, free_udp_port, free_udp_port_block, pattern, require_program,
+    run_with_timeout,
 };
 use bootherd_tftp::Mode;
 use bootherd_tftp::packet::Packet;
@@ -457,7 +458,7 @@ fn single_port_mode_sends_everything_from_the_listening_port() {
 
 #[test]
 fn port_range_is_respected_and_exhaustion_is_reported() {
-    let lo = free_udp_port();
+    let lo = free_udp_port_block(2);
     // Pick a range of two ports; occupy one so only one is free.
     let range = format!("{lo}:{}", lo + 1);
     let occupy = std::net::UdpSocket::bind(("127.0.0.1", lo + 1)).ok();
@@ -709,7 +710,7 @@ fn tftp_only_configuration_file() {
     fs::write(root.path().join("pxelinux.0"), pattern(40_000)).unwrap();
     let logs = tempfile::tempdir().unwrap();
     let port = free_udp_port();
-    let lo = free_udp_port();
+    let lo = free_udp_port_block(1);
     let config = logs.path().join("tftp-only.yaml");
     fs::write(
         &config,
@@ -740,7 +741,12 @@ fn tftp_only_configuration_file() {
             .arg(format!("tftp://127.0.0.1:{port}/pxelinux.0")),
         Duration::from_secs(20),
     );
-    assert!(output.status.success(), "{}", process.log());
+    assert!(
+        output.status.success(),
+        "curl: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        process.log()
+    );
     assert!(fs::read(&out).unwrap() == pattern(40_000));
     let log = process.log();
     assert!(log.contains(&format!("Range({lo}, {lo})")), "{log}");

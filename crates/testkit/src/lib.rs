@@ -34,6 +34,40 @@ pub fn free_udp_port() -> u16 {
     socket.local_addr().expect("local address").port()
 }
 
+/// The first of `count` consecutive UDP ports on 127.0.0.1 that are free and below the kernel's
+/// ephemeral range, for a server's transfer port range. A port from [`free_udp_port`] is an
+/// ephemeral one: once the probe closes, the kernel may give it to any socket another test
+/// binds to port 0, and a one-port range then has no free port. Ports below the range are only
+/// ever taken by explicit binds; each call in a process, and each process, starts elsewhere.
+pub fn free_udp_port_block(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low: u32 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let region_start = ephemeral_low.saturating_sub(12_000).max(1024);
+    let region_len = ephemeral_low.saturating_sub(region_start);
+    let count = u32::from(count.max(1));
+    assert!(
+        region_len > count * 2,
+        "no room below the ephemeral ports ({ephemeral_low}) for {count} test ports"
+    );
+    let process_offset = std::process::id().wrapping_mul(7919);
+    for _ in 0..1000 {
+        let offset = process_offset.wrapping_add(HANDED_OUT.fetch_add(count, Ordering::Relaxed));
+        let first = region_start + offset % (region_len - count);
+        let held: Vec<UdpSocket> = (first..first + count)
+            .filter_map(|port| u16::try_from(port).ok())
+            .filter_map(|port| UdpSocket::bind(("127.0.0.1", port)).ok())
+            .collect();
+        if held.len() == count as usize {
+            return u16::try_from(first).expect("ports fit in u16");
+        }
+    }
+    panic!("no {count} consecutive free UDP ports below {ephemeral_low}")
+}
+
 /// A daemon we started (bootherd, dnsmasq); killed by PID when dropped.
 #[derive(Debug)]
 pub struct Daemon {
