@@ -196,8 +196,10 @@ pub(crate) fn start(
     };
     // The server joins its group itself, before its first instruction, so that no child it
     // forks can escape the count.
+    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start_number = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let group = CpuGroup::create(&format!(
-        "bootherd-bench-{}-{}",
+        "bootherd-bench-{}-{start_number}-{}",
         std::process::id(),
         peer.name()
     ));
