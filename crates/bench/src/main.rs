@@ -287,13 +287,13 @@ fn main() -> anyhow::Result<()> {
                 let running = servers::start(peer, dir, &programs, None)?;
                 let sampler = procstat::RssSampler::start(running.pid());
                 let cpu_before = running.cpu_seconds();
-                let client_before = procstat::cpu_seconds(std::process::id());
+                let client_before = procstat::own_cpu_seconds();
                 let (idle_before, total_before) = procstat::machine_ticks();
                 let started = Instant::now();
                 let (ok, failed, first_error) = load();
                 let elapsed = started.elapsed();
                 let cpu = running.cpu_seconds() - cpu_before;
-                let client = procstat::cpu_seconds(std::process::id()) - client_before;
+                let client = procstat::own_cpu_seconds() - client_before;
                 let (idle_after, total_after) = procstat::machine_ticks();
                 let idle =
                     (idle_after - idle_before) as f64 / (total_after - total_before).max(1) as f64;

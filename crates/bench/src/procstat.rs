@@ -51,20 +51,29 @@ pub(crate) fn tree(pid: u32) -> Vec<u32> {
 
 /// CPU seconds used by `pid` and its descendants (including reaped children).
 pub(crate) fn cpu_seconds(pid: u32) -> f64 {
-    let ticks: u64 = tree(pid)
-        .into_iter()
-        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .map(|stat| {
-            // Fields after the command name, which may contain spaces, start after ')'.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime, stime, cutime, cstime are fields 14-17 overall: 11-14 after the name.
-            fields
-                .get(11..15)
-                .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-        })
-        .sum();
+    let ticks: u64 = tree(pid).into_iter().map(|p| process_ticks(p, true)).sum();
     ticks as f64 / ticks_per_second()
+}
+
+/// CPU seconds this process (the load client) used itself: not [`cpu_seconds`], whose tree
+/// would include the server under test, a child of this process.
+pub(crate) fn own_cpu_seconds() -> f64 {
+    process_ticks(std::process::id(), false) as f64 / ticks_per_second()
+}
+
+/// User and system ticks of one process, with those of its reaped children if asked.
+fn process_ticks(pid: u32, with_reaped_children: bool) -> u64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name, which may contain spaces, start after ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14-17 overall: 11-14 after the name.
+    let end = if with_reaped_children { 15 } else { 13 };
+    fields
+        .get(11..end)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
 }
 
 fn rss_bytes(pid: u32) -> u64 {
