@@ -10,9 +10,12 @@
 //! dnsmasq's structure with epoll instead of poll. The protocol stays in the sans-IO core; this
 //! file only moves datagrams and deadlines.
 //!
-//! The first thread also owns the listening socket: a request is read, accepted and answered on
-//! one thread without a hand-over, and with more threads that one hands new transfers out in
-//! turn through a channel and an eventfd.
+//! Every thread also watches the listening socket (`EPOLLEXCLUSIVE`: the kernel wakes one idle
+//! thread per request, not all of them), and a transfer runs on the thread that read its
+//! request: a request is read, accepted and answered without a hand-over. Threads only talk to
+//! each other (a channel and an eventfd) when a datagram concerns a transfer another thread
+//! runs: a repeated or superseding request, or in single-port mode, where only the first
+//! thread reads the listener so that one client's datagrams are handled in the order they came.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -39,57 +42,64 @@ use super::{
 };
 use crate::udp::{Arrival, pktinfo, recv_with_info, send_with_info};
 
-/// A request the listener accepted (permit taken, table entry made) for an engine thread to
-/// open and run.
-pub(super) struct Request {
-    pub(super) id: u64,
-    pub(super) request: Vec<u8>,
-    pub(super) write: bool,
-    pub(super) arrival: Arrival,
-    pub(super) confirmed: Arc<AtomicBool>,
-    pub(super) permit: OwnedSemaphorePermit,
+/// A read or write request as it came in on the listener.
+struct Incoming {
+    datagram: Vec<u8>,
+    write: bool,
+    arrival: Arrival,
 }
 
-/// What the listening thread tells the thread running a transfer.
-pub(super) enum Command {
-    Start(Box<Request>),
+/// A request accepted (permit taken, table entry made), about to be opened and run.
+struct Request {
+    id: u64,
+    incoming: Incoming,
+    confirmed: Arc<AtomicBool>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// What the thread that read a datagram on the listener tells the thread running the transfer
+/// it concerns.
+enum Command {
     /// A datagram for transfer `id` that arrived on the listener (single-port mode).
-    Packet {
-        id: u64,
-        datagram: Vec<u8>,
-    },
-    /// The client of transfer `id` sent its request again: our first reply was lost.
-    RepeatedRequest {
-        id: u64,
-    },
+    Packet { id: u64, datagram: Vec<u8> },
+    /// The client of transfer `id` sent its request again, before anything showed it had our
+    /// reply: usually the reply was lost. The request travels along in case the transfer turns
+    /// out to be over.
+    RepeatedRequest { id: u64, request: Box<Incoming> },
     /// A different request from the same client address and port replaced transfer `id`.
-    Supersede {
-        id: u64,
-    },
+    Supersede { id: u64 },
 }
 
 /// The engine threads, as `serve` sees them: started, then stopped.
 pub(super) struct Engine {
     workers: Vec<WorkerHandle>,
+    /// Set to tell the threads to end their transfers and finish.
+    stopping: Arc<AtomicBool>,
 }
 
 struct WorkerHandle {
-    /// Dropped to tell the thread to finish (its receiver then reports disconnection).
-    commands: Option<mpsc::Sender<Command>>,
     doorbell: Arc<Doorbell>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// The listening thread's way to another engine thread.
+/// One engine thread's way to another.
 struct Peer {
     commands: mpsc::Sender<Command>,
     doorbell: Arc<Doorbell>,
 }
 
-impl Drop for WorkerHandle {
+impl Engine {
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for handle in &self.workers {
+            handle.doorbell.ring();
+        }
+    }
+}
+
+impl Drop for Engine {
     fn drop(&mut self) {
-        self.commands.take();
-        self.doorbell.ring();
+        self.stop();
     }
 }
 
@@ -141,8 +151,11 @@ impl Engine {
                 .clamp(1, MAX_THREADS),
             chosen => chosen,
         };
+        let single_port = shared.service.config.ports == TransferPorts::Single;
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::with_capacity(threads);
         let mut handles = Vec::with_capacity(threads);
+        let mut senders = Vec::with_capacity(threads);
         for index in 0..threads {
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
             let doorbell = Arc::new(Doorbell {
@@ -150,10 +163,12 @@ impl Engine {
                 rung: AtomicBool::new(false),
             });
             epoll.add(&doorbell.fd, EpollEvent::new(EpollFlags::EPOLLIN, DOORBELL))?;
-            if index == 0 {
+            if index == 0 || !single_port {
+                // Without EXCLUSIVE every idle thread would wake for each request and all but
+                // one would find the queue empty.
                 epoll.add(
                     &shared.listener,
-                    EpollEvent::new(EpollFlags::EPOLLIN, LISTENER),
+                    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, LISTENER),
                 )?;
             }
             let (commands, inbox) = mpsc::channel();
@@ -164,31 +179,37 @@ impl Engine {
                 doorbell: doorbell.clone(),
                 inbox,
                 peers: Vec::new(),
-                next: 0,
+                stopping: stopping.clone(),
                 transfers: HashMap::new(),
                 timers: BinaryHeap::new(),
                 recv_buf: vec![0u8; LISTEN_BUFFER],
                 idle: VecDeque::new(),
                 idle_capacity: idle_capacity(shared.service.config.ports),
             });
+            senders.push(commands);
             handles.push(WorkerHandle {
-                commands: Some(commands),
                 doorbell,
                 thread: None,
             });
         }
-        workers[0].peers = handles
-            .iter()
-            .enumerate()
-            .map(|(index, handle)| match &handle.commands {
-                Some(commands) if index != 0 => Some(Peer {
-                    commands: commands.clone(),
-                    doorbell: handle.doorbell.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        let mut engine = Engine { workers: handles };
+        for worker in &mut workers {
+            worker.peers = senders
+                .iter()
+                .zip(&handles)
+                .enumerate()
+                .map(|(index, (commands, handle))| {
+                    (index != worker.index).then(|| Peer {
+                        commands: commands.clone(),
+                        doorbell: handle.doorbell.clone(),
+                    })
+                })
+                .collect();
+        }
+        drop(senders);
+        let mut engine = Engine {
+            workers: handles,
+            stopping,
+        };
         for (worker, handle) in workers.into_iter().zip(&mut engine.workers) {
             handle.thread = Some(
                 std::thread::Builder::new()
@@ -201,10 +222,7 @@ impl Engine {
 
     /// Ends every transfer (their clients are told) and waits for the threads. Blocks.
     pub(super) fn shutdown(mut self) {
-        for handle in &mut self.workers {
-            handle.commands.take();
-            handle.doorbell.ring();
-        }
+        self.stop();
         for handle in &mut self.workers {
             if let Some(thread) = handle.thread.take() {
                 if thread.join().is_err() {
@@ -222,11 +240,9 @@ struct Worker {
     epoll: Epoll,
     doorbell: Arc<Doorbell>,
     inbox: mpsc::Receiver<Command>,
-    /// On the listening thread: the other threads by index (`None` at its own), to hand out
-    /// transfers in turn. Empty elsewhere.
+    /// The other threads by index (`None` at this one's).
     peers: Vec<Option<Peer>>,
-    /// The thread the next transfer goes to.
-    next: usize,
+    stopping: Arc<AtomicBool>,
     transfers: HashMap<u64, Slot>,
     /// Deadlines by transfer; an entry is live only while it equals its slot's `armed`.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -303,20 +319,13 @@ impl Worker {
             if listener_ready {
                 self.listener_readable(now);
             }
-            loop {
-                match self.inbox.try_recv() {
-                    Ok(command) => self.command(command, now),
-                    Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => {
-                        self.shut_down();
-                        // The other threads finish once this one's senders are gone too.
-                        for peer in self.peers.drain(..).flatten() {
-                            drop(peer.commands);
-                            peer.doorbell.ring();
-                        }
-                        return;
-                    }
-                }
+            if self.stopping.load(Ordering::SeqCst) {
+                self.shut_down();
+                return;
+            }
+            // A disconnected inbox needs no handling: `stopping` is how a thread is told to end.
+            while let Ok(command) = self.inbox.try_recv() {
+                self.command(command, now);
             }
             self.expire(Instant::now());
         }
@@ -395,34 +404,43 @@ impl Worker {
                 return;
             }
         };
+        let incoming = Incoming {
+            datagram: datagram.to_vec(),
+            write,
+            arrival,
+        };
         let earlier = {
             let mut table = lock(&shared.table);
             match table.get(&client) {
                 Some(entry)
                     if entry.request == datagram && !entry.confirmed.load(Ordering::Relaxed) =>
                 {
-                    Some((
-                        entry.worker,
-                        Command::RepeatedRequest {
-                            id: entry.generation,
-                        },
-                    ))
+                    Some((entry.worker, entry.generation, true))
                 }
                 // A different request from the same address and port: the client restarted.
                 Some(_) => table
                     .remove(&client)
-                    .map(|old| (old.worker, Command::Supersede { id: old.generation })),
+                    .map(|old| (old.worker, old.generation, false)),
                 None => None,
             }
         };
-        if let Some((worker, command)) = earlier {
-            let repeated = matches!(command, Command::RepeatedRequest { .. });
-            self.dispatch(worker, command, now);
-            if repeated {
-                // Our first reply was lost and the client asks again: same transfer.
-                return;
+        match earlier {
+            Some((worker, id, true)) => {
+                let request = Box::new(incoming);
+                self.dispatch(worker, Command::RepeatedRequest { id, request }, now);
             }
+            Some((worker, id, false)) => {
+                self.dispatch(worker, Command::Supersede { id }, now);
+                self.begin(incoming, now);
+            }
+            None => self.begin(incoming, now),
         }
+    }
+
+    /// Accepts a new request and runs its transfer on this thread.
+    fn begin(&mut self, incoming: Incoming, now: Instant) {
+        let shared = self.shared.clone();
+        let client = incoming.arrival.from;
         let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
             let limit = shared.service.config.max_transfers;
             warn!(%client, limit, "TFTP request refused: too many transfers at once");
@@ -434,34 +452,33 @@ impl Worker {
             let message = format!(
                 "server busy: {limit} transfers already running; retry shortly (or raise the transfer limit)"
             );
-            shared.send_error(client, arrival.local, ErrorCode::NotDefined, &message);
+            shared.send_error(
+                client,
+                incoming.arrival.local,
+                ErrorCode::NotDefined,
+                &message,
+            );
             return;
         };
         let id = shared.generation.fetch_add(1, Ordering::Relaxed);
-        let worker = self.next;
-        self.next = (self.next + 1) % self.peers.len().max(1);
         let confirmed = Arc::new(AtomicBool::new(false));
         // The entry goes in before the transfer can finish and forget it.
         lock(&shared.table).insert(
             client,
             Entry {
-                request: datagram.to_vec(),
-                worker,
+                request: incoming.datagram.clone(),
+                worker: self.index,
                 generation: id,
                 confirmed: confirmed.clone(),
             },
         );
         let request = Request {
             id,
-            request: datagram.to_vec(),
-            write,
-            arrival,
+            incoming,
             confirmed,
             permit,
         };
-        if !self.dispatch(worker, Command::Start(Box::new(request)), now) {
-            shared.forget(client, id);
-        }
+        self.start(request, now);
     }
 
     /// Hands a datagram to the transfer of `client`, if there is one and we are in single-port
@@ -485,37 +502,46 @@ impl Worker {
         true
     }
 
-    /// Runs `command` here if `worker` is this thread, else queues it there. False if that
-    /// thread is gone.
-    fn dispatch(&mut self, worker: usize, command: Command, now: Instant) -> bool {
+    /// Runs `command` here if `worker` is this thread, else queues it there.
+    fn dispatch(&mut self, worker: usize, command: Command, now: Instant) {
         if worker == self.index {
-            self.command(command, now);
-            return true;
+            return self.command(command, now);
         }
         let Some(Some(peer)) = self.peers.get(worker) else {
-            return false;
+            return;
         };
         if peer.commands.send(command).is_err() {
-            error!(worker, "TFTP engine thread is gone; datagram dropped");
-            return false;
+            // Threads end only when the server stops.
+            debug!(worker, "TFTP engine thread has ended; datagram dropped");
+            return;
         }
         peer.doorbell.ring();
-        true
     }
 
     fn command(&mut self, command: Command, now: Instant) {
         match command {
-            Command::Start(request) => self.start(*request, now),
             Command::Packet { id, datagram } => {
                 if let Some(slot) = self.transfers.get_mut(&id) {
                     handle_client_datagram(&mut slot.transfer, slot.client, &datagram, now);
                     self.service(id, now);
                 }
             }
-            Command::RepeatedRequest { id } => {
-                if let Some(slot) = self.transfers.get_mut(&id) {
-                    slot.transfer.handle_repeated_request();
-                    self.service(id, now);
+            Command::RepeatedRequest { id, request } => {
+                // Another thread may have read the request while the client's last ACK, sent
+                // before it, still waited on the transfer's socket: take that ACK first.
+                self.receive(id, now);
+                match self.transfers.get_mut(&id) {
+                    Some(slot) if !slot.confirmed.load(Ordering::Relaxed) => {
+                        slot.transfer.handle_repeated_request();
+                        self.service(id, now);
+                    }
+                    // The same request again once the transfer had its answer: the client
+                    // starts over from the same port.
+                    Some(_) => {
+                        self.finish(id, Outcome::Superseded);
+                        self.begin(*request, now);
+                    }
+                    None => self.begin(*request, now),
                 }
             }
             // No ERROR: the new transfer's client is at this very address.
@@ -525,9 +551,10 @@ impl Worker {
 
     fn start(&mut self, request: Request, now: Instant) {
         let shared = self.shared.clone();
-        let client = request.arrival.from;
+        let incoming = &request.incoming;
+        let client = incoming.arrival.from;
         let Opened { transfer, source } =
-            match shared.open(&request.request, request.write, &request.arrival) {
+            match shared.open(&incoming.datagram, incoming.write, &incoming.arrival) {
                 Ok(opened) => opened,
                 Err(refusal) => return self.refuse(&request, &refusal),
             };
@@ -599,27 +626,30 @@ impl Worker {
 
     fn refuse(&self, request: &Request, refusal: &Refusal) {
         let shared = &self.shared;
-        let client = request.arrival.from;
+        let incoming = &request.incoming;
+        let client = incoming.arrival.from;
         let counters = &shared.service.counters;
         counters.refused.fetch_add(1, Ordering::Relaxed);
         counters.refusals.add(refusal.code.name());
         shared.send_error(
             client,
-            request.arrival.local,
+            incoming.arrival.local,
             refusal.code,
             &refusal.message,
         );
-        let file = packet::decode(&request.request).ok().and_then(|p| match p {
-            Packet::Rrq(r) | Packet::Wrq(r) => Some(r.filename.to_string()),
-            _ => None,
-        });
+        let file = packet::decode(&incoming.datagram)
+            .ok()
+            .and_then(|p| match p {
+                Packet::Rrq(r) | Packet::Wrq(r) => Some(r.filename.to_string()),
+                _ => None,
+            });
         if let Some(observer) = &shared.service.observer {
             observer.request_refused(client, file.as_deref().unwrap_or("?"), refusal);
         }
         warn!(
             %client,
             file = file.as_deref().unwrap_or("?"),
-            direction = if request.write { "write" } else { "read" },
+            direction = if incoming.write { "write" } else { "read" },
             code = refusal.code.as_u16(),
             reason = %refusal.message,
             "TFTP request refused"
@@ -975,7 +1005,13 @@ mod tests {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            assert_eq!(self.counters.completed.load(Ordering::Relaxed), completed);
+            assert_eq!(
+                self.counters.completed.load(Ordering::Relaxed),
+                completed,
+                "started {}, outcomes {:?}",
+                self.counters.started.load(Ordering::Relaxed),
+                self.counters.outcomes.snapshot()
+            );
             self.shutdown.cancel();
             self.task.await.unwrap().unwrap();
             self.counters
@@ -1037,6 +1073,66 @@ mod tests {
         // The last ACK is a command too: its transfer finishes a moment later.
         let counters = server.stop_after(CLIENTS * ROUNDS).await;
         assert_eq!(counters.retransmits.load(Ordering::Relaxed), 0);
+    }
+
+    /// A client that fetches the same file again from the same port sends its last ACK to the
+    /// transfer's socket and at once its request to the listener. Another thread may read the
+    /// request before the transfer's thread has read the ACK; the request must then start a
+    /// new transfer, not be taken for a retransmission of the ending one (and go unanswered).
+    /// The clients never retransmit and the server's timers are 30 s, so a request left
+    /// unanswered fails the 3 s read timeout (before the fix, within 20 rounds).
+    ///
+    /// Not checked: that every round started a transfer. An ACK and the next request travel
+    /// to different sockets and the kernel may deliver them out of order; the request then
+    /// looks like a retransmission, the ending transfer sends its block again, and the client,
+    /// which asked for those very bytes, takes them (this happened about once in 2400).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_same_request_again_from_the_same_port_is_a_new_transfer() {
+        const CLIENTS: u64 = 8;
+        const ROUNDS: u64 = 300;
+        let mut config = TftpConfig {
+            threads: 3,
+            ..TftpConfig::default()
+        };
+        config.transfer.timer.initial_rto = Duration::from_secs(30);
+        config.transfer.timer.min_rto = Duration::from_secs(30);
+        config.transfer.timer.max_rto = Duration::from_secs(30);
+        let server = TestServer::start(config);
+        let server_addr = server.addr;
+        let clients = (0..CLIENTS).map(|client| {
+            std::thread::spawn(move || {
+                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .unwrap();
+                for round in 0..ROUNDS {
+                    socket
+                        .send_to(b"\0\x01small\0octet\0", server_addr)
+                        .unwrap();
+                    let mut buf = [0u8; 600];
+                    let (len, tid) = socket
+                        .recv_from(&mut buf)
+                        .unwrap_or_else(|e| panic!("client {client} round {round}: no DATA: {e}"));
+                    assert_eq!((len, &buf[..4]), (104, &b"\0\x03\0\x01"[..]));
+                    socket.send_to(b"\0\x04\0\x01", tid).unwrap();
+                }
+            })
+        });
+        let clients: Vec<_> = clients.collect();
+        tokio::task::spawn_blocking(move || {
+            for client in clients {
+                client.join().unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        let started = server.counters.started.load(Ordering::Relaxed);
+        assert!(
+            started > CLIENTS * ROUNDS * 9 / 10,
+            "only {started} transfers"
+        );
+        let counters = server.stop_after(started).await;
+        assert_eq!(counters.failed.load(Ordering::Relaxed), 0);
     }
 
     /// Sockets of finished transfers are reused, but never straight away for the client they
