@@ -213,8 +213,8 @@ struct TftpTuning {
     /// Retransmissions without an answer before a client is given up.
     #[arg(long, default_value_t = TimerConfig::default().max_retries)]
     max_retries: u32,
-    /// Threads moving TFTP datagrams; 0 picks one per CPU (at most four). One thread
-    /// moves well over 100,000 packets per second.
+    /// Threads moving TFTP datagrams; 0 picks one per CPU (at most four); single-port mode
+    /// runs one. One thread moves well over 100,000 packets per second.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
     tftp_threads: u16,
 }

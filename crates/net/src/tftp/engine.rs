@@ -14,8 +14,8 @@
 //! thread per request, not all of them), and a transfer runs on the thread that read its
 //! request: a request is read, accepted and answered without a hand-over. Threads only talk to
 //! each other (a channel and an eventfd) when a datagram concerns a transfer another thread
-//! runs: a repeated or superseding request, or in single-port mode, where only the first
-//! thread reads the listener so that one client's datagrams are handled in the order they came.
+//! runs: a repeated or superseding request. Single-port mode runs one thread, which reads
+//! every datagram of every transfer in the order they came.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -145,13 +145,23 @@ const MAX_THREADS: usize = 4;
 
 impl Engine {
     pub(super) fn start(shared: &Arc<Shared>) -> io::Result<Engine> {
+        let single_port = shared.service.config.ports == TransferPorts::Single;
         let threads = match shared.service.config.threads {
+            // Every datagram of every transfer arrives on the one socket, and one client's
+            // datagrams must be handled in the order they came: one thread reads them all,
+            // and a transfer elsewhere would only add a hand-over per datagram.
+            _ if single_port => 1,
             0 => std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .clamp(1, MAX_THREADS),
             chosen => chosen,
         };
-        let single_port = shared.service.config.ports == TransferPorts::Single;
+        if single_port && shared.service.config.threads > 1 {
+            info!(
+                configured = shared.service.config.threads,
+                "single-port mode runs one TFTP engine thread; the thread count does not apply"
+            );
+        }
         let stopping = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::with_capacity(threads);
         let mut handles = Vec::with_capacity(threads);
@@ -163,14 +173,12 @@ impl Engine {
                 rung: AtomicBool::new(false),
             });
             epoll.add(&doorbell.fd, EpollEvent::new(EpollFlags::EPOLLIN, DOORBELL))?;
-            if index == 0 || !single_port {
-                // Without EXCLUSIVE every idle thread would wake for each request and all but
-                // one would find the queue empty.
-                epoll.add(
-                    &shared.listener,
-                    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, LISTENER),
-                )?;
-            }
+            // Without EXCLUSIVE every idle thread would wake for each request and all but one
+            // would find the queue empty.
+            epoll.add(
+                &shared.listener,
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, LISTENER),
+            )?;
             let (commands, inbox) = mpsc::channel();
             workers.push(Worker {
                 index,
@@ -1018,9 +1026,11 @@ mod tests {
         }
     }
 
-    /// Every command must wake its engine thread at once. In single-port mode each ACK is a
-    /// command, so a lost wake-up shows as a stall until the transfer's retransmission timer
-    /// fires; with that timer at 30 s here, any stall fails the 3 s read timeout. With 4000
+    /// In single-port mode every ACK reaches its transfer as a command from the listener, so
+    /// a command left waiting shows as a stall until the transfer's
+    /// retransmission timer fires; with that timer at 30 s here, any stall fails the 3 s read
+    /// timeout. (Commands crossing threads, and the doorbell, are tested by
+    /// `the_same_request_again_from_the_same_port_is_a_new_transfer`.) With 4000
     /// short transfers, clients also get a port back that a finished client used a moment
     /// before, with its last ACK still queued: that request must start a new transfer (it was
     /// once taken for a retransmission of the ending one and never answered).
@@ -1028,7 +1038,7 @@ mod tests {
     async fn commands_never_wait_for_a_timer() {
         const CLIENTS: u64 = 8;
         const ROUNDS: u64 = 500;
-        // Three threads, so most ACKs cross from the listening thread to another one.
+        // Three threads configured; single-port mode runs one all the same.
         let mut config = TftpConfig {
             ports: TransferPorts::Single,
             threads: 3,

@@ -72,7 +72,8 @@ pub struct TftpConfig {
     /// Caps blksize at the path MTU towards the client minus IP and UDP headers, so no DATA
     /// packet is ever fragmented (many PXE ROMs cannot reassemble).
     pub cap_blksize_to_mtu: bool,
-    /// Engine threads moving datagrams; 0 picks one per CPU, at most four.
+    /// Engine threads moving datagrams; 0 picks one per CPU, at most four. Single-port mode
+    /// runs one whatever this says.
     pub threads: usize,
 }
 
