@@ -1026,6 +1026,42 @@ mod tests {
         }
     }
 
+    /// Retransmission timers of 30 s: a request or datagram the server leaves waiting then
+    /// fails a client's 3 s read timeout instead of being covered by a retransmission.
+    fn with_slow_timers(mut config: TftpConfig) -> TftpConfig {
+        let timer = &mut config.transfer.timer;
+        timer.initial_rto = Duration::from_secs(30);
+        timer.min_rto = Duration::from_secs(30);
+        timer.max_rto = Duration::from_secs(30);
+        config
+    }
+
+    /// Asks for `small` from `socket` and checks the one DATA block; returns where it came
+    /// from (the transfer's port).
+    fn fetch_small(socket: &UdpSocket, server: SocketAddr, client: u64, round: u64) -> SocketAddr {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        socket.send_to(b"\0\x01small\0octet\0", server).unwrap();
+        let mut buf = [0u8; 600];
+        let (len, from) = socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("client {client} round {round}: no DATA: {e}"));
+        assert_eq!((len, &buf[..4]), (104, &b"\0\x03\0\x01"[..]));
+        from
+    }
+
+    /// Waits for client threads without blocking the server's runtime.
+    async fn join_clients(clients: Vec<std::thread::JoinHandle<()>>) {
+        tokio::task::spawn_blocking(move || {
+            for client in clients {
+                client.join().unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    }
+
     /// In single-port mode every ACK reaches its transfer as a command from the listener, so
     /// a command left waiting shows as a stall until the transfer's
     /// retransmission timer fires; with that timer at 30 s here, any stall fails the 3 s read
@@ -1039,15 +1075,11 @@ mod tests {
         const CLIENTS: u64 = 8;
         const ROUNDS: u64 = 500;
         // Three threads configured; single-port mode runs one all the same.
-        let mut config = TftpConfig {
+        let server = TestServer::start(with_slow_timers(TftpConfig {
             ports: TransferPorts::Single,
             threads: 3,
             ..TftpConfig::default()
-        };
-        config.transfer.timer.initial_rto = Duration::from_secs(30);
-        config.transfer.timer.min_rto = Duration::from_secs(30);
-        config.transfer.timer.max_rto = Duration::from_secs(30);
-        let server = TestServer::start(config);
+        }));
         let server_addr = server.addr;
         // Several clients at once: the lost wake-up needs a ring to land while the engine
         // thread answers the previous one.
@@ -1055,31 +1087,13 @@ mod tests {
             std::thread::spawn(move || {
                 for round in 0..ROUNDS {
                     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    socket
-                        .set_read_timeout(Some(Duration::from_secs(3)))
-                        .unwrap();
-                    socket
-                        .send_to(b"\0\x01small\0octet\0", server_addr)
-                        .unwrap();
-                    let mut buf = [0u8; 600];
-                    let (len, from) = socket
-                        .recv_from(&mut buf)
-                        .unwrap_or_else(|e| panic!("client {client} round {round}: no DATA: {e}"));
+                    let from = fetch_small(&socket, server_addr, client, round);
                     assert_eq!(from, server_addr);
-                    assert_eq!(&buf[..4], b"\0\x03\0\x01");
-                    assert_eq!(len, 104);
                     socket.send_to(b"\0\x04\0\x01", server_addr).unwrap();
                 }
             })
         });
-        let clients: Vec<_> = clients.collect();
-        tokio::task::spawn_blocking(move || {
-            for client in clients {
-                client.join().unwrap();
-            }
-        })
-        .await
-        .unwrap();
+        join_clients(clients.collect()).await;
         // The last ACK is a command too: its transfer finishes a moment later.
         let counters = server.stop_after(CLIENTS * ROUNDS).await;
         assert_eq!(counters.retransmits.load(Ordering::Relaxed), 0);
@@ -1100,42 +1114,21 @@ mod tests {
     async fn the_same_request_again_from_the_same_port_is_a_new_transfer() {
         const CLIENTS: u64 = 8;
         const ROUNDS: u64 = 300;
-        let mut config = TftpConfig {
+        let server = TestServer::start(with_slow_timers(TftpConfig {
             threads: 3,
             ..TftpConfig::default()
-        };
-        config.transfer.timer.initial_rto = Duration::from_secs(30);
-        config.transfer.timer.min_rto = Duration::from_secs(30);
-        config.transfer.timer.max_rto = Duration::from_secs(30);
-        let server = TestServer::start(config);
+        }));
         let server_addr = server.addr;
         let clients = (0..CLIENTS).map(|client| {
             std::thread::spawn(move || {
                 let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-                socket
-                    .set_read_timeout(Some(Duration::from_secs(3)))
-                    .unwrap();
                 for round in 0..ROUNDS {
-                    socket
-                        .send_to(b"\0\x01small\0octet\0", server_addr)
-                        .unwrap();
-                    let mut buf = [0u8; 600];
-                    let (len, tid) = socket
-                        .recv_from(&mut buf)
-                        .unwrap_or_else(|e| panic!("client {client} round {round}: no DATA: {e}"));
-                    assert_eq!((len, &buf[..4]), (104, &b"\0\x03\0\x01"[..]));
+                    let tid = fetch_small(&socket, server_addr, client, round);
                     socket.send_to(b"\0\x04\0\x01", tid).unwrap();
                 }
             })
         });
-        let clients: Vec<_> = clients.collect();
-        tokio::task::spawn_blocking(move || {
-            for client in clients {
-                client.join().unwrap();
-            }
-        })
-        .await
-        .unwrap();
+        join_clients(clients.collect()).await;
         let started = server.counters.started.load(Ordering::Relaxed);
         assert!(
             started > CLIENTS * ROUNDS * 9 / 10,
@@ -1156,15 +1149,7 @@ mod tests {
         let server_addr = server.addr;
         let (alone, taking_turns) = tokio::task::spawn_blocking(move || {
             let fetch = |client: &UdpSocket| {
-                client
-                    .set_read_timeout(Some(Duration::from_secs(3)))
-                    .unwrap();
-                client
-                    .send_to(b"\0\x01small\0octet\0", server_addr)
-                    .unwrap();
-                let mut buf = [0u8; 600];
-                let (len, tid) = client.recv_from(&mut buf).unwrap();
-                assert_eq!((len, &buf[..4]), (104, &b"\0\x03\0\x01"[..]));
+                let tid = fetch_small(client, server_addr, 0, 0);
                 client.send_to(b"\0\x04\0\x01", tid).unwrap();
                 tid
             };
