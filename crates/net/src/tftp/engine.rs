@@ -70,6 +70,21 @@ enum Command {
     Supersede { id: u64 },
 }
 
+/// What a request from a client means for that client's earlier transfer, if it has one.
+enum Earlier {
+    None,
+    /// The same request again, before the client showed it had our reply.
+    Repeated {
+        worker: usize,
+        id: u64,
+    },
+    /// A different request, or the same one after a reply arrived: the client started over.
+    Replaced {
+        worker: usize,
+        id: u64,
+    },
+}
+
 /// The engine threads, as `serve` sees them: started, then stopped.
 pub(super) struct Engine {
     workers: Vec<WorkerHandle>,
@@ -423,25 +438,31 @@ impl Worker {
                 Some(entry)
                     if entry.request == datagram && !entry.confirmed.load(Ordering::Relaxed) =>
                 {
-                    Some((entry.worker, entry.generation, true))
+                    Earlier::Repeated {
+                        worker: entry.worker,
+                        id: entry.generation,
+                    }
                 }
                 // A different request from the same address and port: the client restarted.
                 Some(_) => table
                     .remove(&client)
-                    .map(|old| (old.worker, old.generation, false)),
-                None => None,
+                    .map_or(Earlier::None, |old| Earlier::Replaced {
+                        worker: old.worker,
+                        id: old.generation,
+                    }),
+                None => Earlier::None,
             }
         };
         match earlier {
-            Some((worker, id, true)) => {
+            Earlier::Repeated { worker, id } => {
                 let request = Box::new(incoming);
                 self.dispatch(worker, Command::RepeatedRequest { id, request }, now);
             }
-            Some((worker, id, false)) => {
+            Earlier::Replaced { worker, id } => {
                 self.dispatch(worker, Command::Supersede { id }, now);
                 self.begin(incoming, now);
             }
-            None => self.begin(incoming, now),
+            Earlier::None => self.begin(incoming, now),
         }
     }
 
@@ -1062,11 +1083,10 @@ mod tests {
         .unwrap();
     }
 
-    /// In single-port mode every ACK reaches its transfer as a command from the listener, so
-    /// a command left waiting shows as a stall until the transfer's
-    /// retransmission timer fires; with that timer at 30 s here, any stall fails the 3 s read
-    /// timeout. (Commands crossing threads, and the doorbell, are tested by
-    /// `the_same_request_again_from_the_same_port_is_a_new_transfer`.) With 4000
+    /// In single-port mode every ACK reaches its transfer as a command from the listener, so a
+    /// command left waiting shows as a stall until the transfer's retransmission timer fires;
+    /// with that timer at 30 s here, any stall fails the 3 s read timeout. (Commands crossing
+    /// threads are tested by `a_repeated_request_is_answered_from_any_thread`.) With 4000
     /// short transfers, clients also get a port back that a finished client used a moment
     /// before, with its last ACK still queued: that request must start a new transfer (it was
     /// once taken for a retransmission of the ending one and never answered).
@@ -1081,8 +1101,7 @@ mod tests {
             ..TftpConfig::default()
         }));
         let server_addr = server.addr;
-        // Several clients at once: the lost wake-up needs a ring to land while the engine
-        // thread answers the previous one.
+        // Several clients at once, so ports come back while other transfers are running.
         let clients = (0..CLIENTS).map(|client| {
             std::thread::spawn(move || {
                 for round in 0..ROUNDS {
@@ -1097,6 +1116,35 @@ mod tests {
         // The last ACK is a command too: its transfer finishes a moment later.
         let counters = server.stop_after(CLIENTS * ROUNDS).await;
         assert_eq!(counters.retransmits.load(Ordering::Relaxed), 0);
+    }
+
+    /// A client whose first DATA was lost asks again; the request may be read by any thread,
+    /// and the transfer's own thread must answer it at once, woken by the doorbell alone (the
+    /// transfer's socket has nothing to read). With 30 s server timers, only the repeated
+    /// request can bring DATA 1 a second time within the 3 s read timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_request_is_answered_from_any_thread() {
+        const CLIENTS: u64 = 8;
+        const ROUNDS: u64 = 300;
+        let server = TestServer::start(with_slow_timers(TftpConfig {
+            threads: 3,
+            ..TftpConfig::default()
+        }));
+        let server_addr = server.addr;
+        let clients = (0..CLIENTS).map(|client| {
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let first = fetch_small(&socket, server_addr, client, round);
+                    let again = fetch_small(&socket, server_addr, client, round);
+                    assert_eq!(first, again, "the repeat was answered by another transfer");
+                    socket.send_to(b"\0\x04\0\x01", first).unwrap();
+                }
+            })
+        });
+        join_clients(clients.collect()).await;
+        let counters = server.stop_after(CLIENTS * ROUNDS).await;
+        assert_eq!(counters.started.load(Ordering::Relaxed), CLIENTS * ROUNDS);
     }
 
     /// A client that fetches the same file again from the same port sends its last ACK to the
