@@ -191,8 +191,9 @@ pub(crate) fn decode_keeping(datagram: &[u8], kept: &[u8]) -> Result<v4::Message
             "no DHCP magic cookie (plain BOOTP)".into(),
         ));
     }
-    let mut clean = Vec::with_capacity(datagram.len() + 1);
-    clean.extend_from_slice(&datagram[..HEADER_LEN]);
+    // The codec joins every occurrence of an option into one value before decoding it (RFC
+    // 3396), so lengths are checked on the joined value, exactly as the codec will see it.
+    let mut joined: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut rest = &datagram[HEADER_LEN..];
     loop {
         match rest {
@@ -200,10 +201,11 @@ pub(crate) fn decode_keeping(datagram: &[u8], kept: &[u8]) -> Result<v4::Message
             [0, tail @ ..] => rest = tail,
             [code, len, tail @ ..] if usize::from(*len) <= tail.len() => {
                 let (value, tail) = tail.split_at(usize::from(*len));
-                if kept.contains(code) && option_length_ok(*code, value.len()) {
-                    clean.push(*code);
-                    clean.push(*len);
-                    clean.extend_from_slice(value);
+                if kept.contains(code) {
+                    match joined.iter_mut().find(|(seen, _)| seen == code) {
+                        Some((_, so_far)) => so_far.extend_from_slice(value),
+                        None => joined.push((*code, value.to_vec())),
+                    }
                 }
                 rest = tail;
             }
@@ -212,6 +214,19 @@ pub(crate) fn decode_keeping(datagram: &[u8], kept: &[u8]) -> Result<v4::Message
                     "option {code} runs past the end of the packet"
                 )));
             }
+        }
+    }
+    let mut clean = Vec::with_capacity(datagram.len() + 1);
+    clean.extend_from_slice(&datagram[..HEADER_LEN]);
+    for (code, value) in &joined {
+        // A joined value longer than one option could carry is dropped too: nothing we read
+        // is that long in a real request, and re-splitting it would only feed the codec more.
+        if let Ok(len) = u8::try_from(value.len())
+            && option_length_ok(*code, value.len())
+        {
+            clean.push(*code);
+            clean.push(len);
+            clean.extend_from_slice(value);
         }
     }
     clean.push(255);

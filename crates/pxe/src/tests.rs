@@ -501,3 +501,44 @@ proptest! {
         let _ = foreign_boot_offer(&bytes, &[PROXY]);
     }
 }
+
+/// RFC 3396: the codec joins repeated options before it decodes them, so a length checked per
+/// occurrence is not the length it sees (two 3-byte option 94s became one of 6 and tripped a
+/// debug assertion that stopped every service).
+#[test]
+fn repeated_options_are_checked_as_the_codec_joins_them() {
+    let good = &requests()[3].payload;
+    for (code, value) in [
+        (94u8, &[1u8, 2, 3][..]),
+        (53, &[1]),
+        (93, &[0, 0]),
+        (54, &[1, 2, 3, 4]),
+    ] {
+        let mut twice = good[..240].to_vec();
+        twice.extend_from_slice(&[53, 1, 1, 60, 9]);
+        twice.extend_from_slice(b"PXEClient");
+        if code != 53 {
+            twice.extend_from_slice(&[93, 2, 0, 0]);
+        }
+        for _ in 0..2 {
+            twice.push(code);
+            twice.push(value.len() as u8);
+            twice.extend_from_slice(value);
+        }
+        twice.push(255);
+        let decoded = decode_message(&twice);
+        if let Ok(message) = &decoded {
+            let _ = classify(message, local_arrival());
+        }
+        let _ = handle(&twice, local_arrival(), &TestPolicy);
+    }
+    // A split option whose joined value is valid is kept, as RFC 3396 intends.
+    let mut split = good[..240].to_vec();
+    split.extend_from_slice(&[53, 1, 1, 60, 4]);
+    split.extend_from_slice(b"PXEC");
+    split.extend_from_slice(&[60, 5]);
+    split.extend_from_slice(b"lient");
+    split.extend_from_slice(&[93, 2, 0, 0, 255]);
+    let message = decode_message(&split).unwrap();
+    assert!(classify(&message, local_arrival()).is_ok());
+}
