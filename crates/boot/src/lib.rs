@@ -84,10 +84,11 @@ impl Boot {
         bootloaders: Arc<dyn FileSource>,
         http_port: u16,
     ) -> Result<Boot, SourceError> {
-        let images = DirSource::new(store.images().root()).map_err(|source| SourceError::Io {
-            path: store.images().root().display().to_string(),
-            source,
-        })?;
+        let images =
+            DirSource::managed(store.images().root()).map_err(|source| SourceError::Io {
+                path: store.images().root().display().to_string(),
+                source,
+            })?;
         Ok(Boot {
             store,
             images,
@@ -332,32 +333,56 @@ impl BootPolicy for Boot {
     }
 }
 
+impl Boot {
+    /// A file of an image, if its manifest lists it (so neither the manifest nor a
+    /// half-imported file is ever served). The one rule for image files, asked by TFTP and HTTP.
+    pub fn open_image_file(
+        &self,
+        image: &str,
+        file: &str,
+    ) -> Result<std::sync::Arc<dyn FileContent>, SourceError> {
+        let not_found = || SourceError::NotFound {
+            path: format!("images/{image}/{file}"),
+            area: "image store",
+        };
+        let image: Name = image.parse().map_err(|_| not_found())?;
+        let listed = self
+            .store
+            .images()
+            .get(&image)
+            .ok()
+            .flatten()
+            .is_some_and(|i| i.file(file).is_some());
+        if !listed {
+            return Err(not_found());
+        }
+        let inner = TftpPath::parse(&format!("{image}/{file}")).map_err(|_| not_found())?;
+        self.images.open(&inner)
+    }
+
+    /// A file of the bootloader directory, by the same rule over TFTP and HTTP.
+    pub fn open_bootloader(
+        &self,
+        path: &TftpPath,
+    ) -> Result<std::sync::Arc<dyn FileContent>, SourceError> {
+        self.bootloaders.open(path)
+    }
+}
+
 impl FileSource for Boot {
-    /// `images/<image>/<file>` serves a file of an image, if its manifest lists it (so neither
-    /// the manifest nor a half-imported file is ever served); anything else is a bootloader.
+    /// `images/<image>/<file>` serves a file of an image; anything else is a bootloader.
     fn open(&self, path: &TftpPath) -> Result<std::sync::Arc<dyn FileContent>, SourceError> {
         let text = path.as_str();
         if let Some(rest) = text.strip_prefix("images/") {
-            let not_found = || SourceError::NotFound {
-                path: text.to_string(),
-                area: "image store",
+            let Some((image, file)) = rest.split_once('/') else {
+                return Err(SourceError::NotFound {
+                    path: text.to_string(),
+                    area: "image store",
+                });
             };
-            let (image, file) = rest.split_once('/').ok_or_else(not_found)?;
-            let image: Name = image.parse().map_err(|_| not_found())?;
-            let listed = self
-                .store
-                .images()
-                .get(&image)
-                .ok()
-                .flatten()
-                .is_some_and(|i| i.file(file).is_some());
-            if !listed {
-                return Err(not_found());
-            }
-            let inner = TftpPath::parse(rest).map_err(|_| not_found())?;
-            return self.images.open(&inner);
+            return self.open_image_file(image, file);
         }
-        self.bootloaders.open(path)
+        self.open_bootloader(path)
     }
 
     fn contains(&self, path: &TftpPath) -> bool {

@@ -409,7 +409,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     info!(data = %args.data.display(), state = %store.state_path().display(), "data directory");
     let bootloader_dir = match DirSource::new(&args.bootloaders) {
-        Ok(dir) => Some(dir),
+        Ok(dir) => Some(dir.named("bootloader directory")),
         Err(e) => {
             warn!(
                 dir = %args.bootloaders.display(),
@@ -502,7 +502,6 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let router = bootherd_web::router(bootherd_web::AppState {
         boot: boot.clone(),
-        bootloaders: args.bootloaders.is_dir().then(|| args.bootloaders.clone()),
         auth,
         services: status,
         shutdown: shutdown.clone(),

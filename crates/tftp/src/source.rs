@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::beneath::{Beneath, BeneathError, Symlinks};
 use crate::packet::ErrorCode;
 
 /// A requested file name, normalised into a relative path that cannot leave its root.
@@ -221,41 +222,13 @@ impl FileSource for FirstOf {
 }
 
 /// Resolves `path` under `root` and refuses anything that ends up outside it once symlinks are
-/// followed. `root` must already be canonical.
+/// followed. `root` must already be canonical. Used for the upload directory's folders; files
+/// that are served go through `beneath`, which resolves and opens in one step.
 fn resolve_inside(
     root: &Path,
     path: &TftpPath,
     area: &'static str,
 ) -> Result<PathBuf, SourceError> {
-    resolve_with_metadata(root, path, area).map(|(resolved, _)| resolved)
-}
-
-/// [`resolve_inside`], also returning the file's metadata when no symlink was on the way.
-///
-/// The root is canonical, so only components below it can be symlinks: they are checked with
-/// one `lstat` each, and the last one's answer is the file's metadata. Only when a symlink is
-/// found is the whole path canonicalised (a `readlink` per component from `/`, which was three
-/// system calls of every small transfer's dozen).
-fn resolve_with_metadata(
-    root: &Path,
-    path: &TftpPath,
-    area: &'static str,
-) -> Result<(PathBuf, Option<fs::Metadata>), SourceError> {
-    let mut resolved = root.to_path_buf();
-    let mut meta = None;
-    for component in path.as_str().split('/') {
-        resolved.push(component);
-        let component_meta =
-            fs::symlink_metadata(&resolved).map_err(|e| SourceError::from_io(path, area, e))?;
-        if component_meta.file_type().is_symlink() {
-            meta = None;
-            break;
-        }
-        meta = Some(component_meta);
-    }
-    if let Some(meta) = meta {
-        return Ok((resolved, Some(meta)));
-    }
     let joined = root.join(path.as_str());
     let resolved = fs::canonicalize(&joined).map_err(|e| SourceError::from_io(path, area, e))?;
     if !resolved.starts_with(root) {
@@ -264,7 +237,7 @@ fn resolve_with_metadata(
             reason: format!("it is a symbolic link that leads outside the {area}"),
         });
     }
-    Ok((resolved, None))
+    Ok(resolved)
 }
 
 /// Serves the regular files below one directory.
@@ -278,7 +251,9 @@ fn resolve_with_metadata(
 /// sending it, and an edited file (new inode, size or mtime) gets a fresh handle.
 #[derive(Debug)]
 pub struct DirSource {
-    root: PathBuf,
+    root: Beneath,
+    /// What the directory is called in refusals ("TFTP root", "bootloader directory").
+    area: &'static str,
     open_files: Mutex<HashMap<PathBuf, OpenFile>>,
     /// Files served lately, held open a moment past their last transfer: machines ask for
     /// the same bootloader one after another as often as all at once, and reopening cost an
@@ -410,29 +385,46 @@ const AREA_ROOT: &str = "TFTP root";
 impl DirSource {
     /// Fails if `root` does not exist or is not a directory, so a typo in the configuration is
     /// reported at start-up rather than as "file not found" on every request.
+    ///
+    /// Symlinks are followed while they stay inside `root`.
     pub fn new(root: impl AsRef<Path>) -> io::Result<DirSource> {
-        let root = fs::canonicalize(root.as_ref()).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("TFTP root {}: {e}", root.as_ref().display()),
-            )
-        })?;
-        if !root.is_dir() {
+        DirSource::with_symlinks(root.as_ref(), Symlinks::StayInside)
+    }
+
+    /// A directory bootherd manages itself (the image store): no symlink in it is followed.
+    pub fn managed(root: impl AsRef<Path>) -> io::Result<DirSource> {
+        DirSource::with_symlinks(root.as_ref(), Symlinks::Refuse)
+    }
+
+    fn with_symlinks(root: &Path, symlinks: Symlinks) -> io::Result<DirSource> {
+        if !fs::metadata(root)
+            .map_err(|e| io::Error::new(e.kind(), format!("TFTP root {}: {e}", root.display())))?
+            .is_dir()
+        {
             return Err(io::Error::new(
                 io::ErrorKind::NotADirectory,
                 format!("TFTP root {} is not a directory", root.display()),
             ));
         }
+        let root = Beneath::open(root, symlinks)
+            .map_err(|e| io::Error::new(e.kind(), format!("TFTP root {}: {e}", root.display())))?;
         Ok(DirSource {
             root,
+            area: AREA_ROOT,
             open_files: Mutex::new(HashMap::new()),
             warm: Mutex::new(VecDeque::new()),
             in_memory: Arc::new(AtomicU64::new(0)),
         })
     }
 
+    /// Names the directory in refusals, so a user reads which directory to look in.
+    pub fn named(mut self, area: &'static str) -> DirSource {
+        self.area = area;
+        self
+    }
+
     pub fn root(&self) -> &Path {
-        &self.root
+        self.root.path()
     }
 
     /// Marks `file` as just served. Files not served for [`KEEP_WARM`] are let go (at the
@@ -450,58 +442,47 @@ impl DirSource {
         }
         warm.push_back((now, file.clone()));
     }
-
-    /// Where `path` leads inside the root, and what is there.
-    fn metadata(&self, path: &TftpPath) -> Result<(PathBuf, fs::Metadata), SourceError> {
-        let (resolved, meta) = resolve_with_metadata(&self.root, path, AREA_ROOT)?;
-        let meta = match meta {
-            Some(meta) => meta,
-            None => {
-                fs::metadata(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?
-            }
-        };
-        Ok((resolved, meta))
-    }
 }
 
 impl FileSource for DirSource {
-    fn contains(&self, path: &TftpPath) -> bool {
-        self.metadata(path).is_ok_and(|(_, meta)| meta.is_file())
-    }
-
     fn open(&self, path: &TftpPath) -> Result<Arc<dyn FileContent>, SourceError> {
-        let (resolved, meta) = self.metadata(path)?;
-        if !meta.is_file() {
-            return Err(SourceError::AccessDenied {
+        // Resolved and opened in one step (see `beneath`); everything after works on the open
+        // file, so what is served is what was checked.
+        let file = self.root.open_file(path.as_str()).map_err(|e| match e {
+            BeneathError::Io(e) => SourceError::from_io(path, self.area, e),
+            refused => SourceError::AccessDenied {
                 path: path.to_string(),
-                reason: "it is a directory or device, not a regular file".into(),
-            });
-        }
+                reason: match refused {
+                    BeneathError::Outside => {
+                        format!("it is a symbolic link that leads outside the {}", self.area)
+                    }
+                    other => other.to_string(),
+                },
+            },
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| SourceError::from_io(path, self.area, e))?;
         let stamp = FileStamp::of(&meta);
+        let key = PathBuf::from(path.as_str());
         // A poisoned lock only means another thread panicked while holding it; the map is still
         // a valid set of weak pointers.
         let mut open_files = self.open_files.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = open_files.get(&resolved) {
+        if let Some(entry) = open_files.get(&key) {
             if entry.stamp == stamp {
-                if let Some(file) = entry.file.upgrade() {
+                if let Some(shared) = entry.file.upgrade() {
                     drop(open_files);
-                    self.keep_warm(&file);
-                    return Ok(file);
+                    self.keep_warm(&shared);
+                    return Ok(shared);
                 }
             }
         }
-        let file = File::open(&resolved).map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
-        // Stamp the handle we actually opened: the name may have been replaced since the stat.
-        let meta = file
-            .metadata()
-            .map_err(|e| SourceError::from_io(path, AREA_ROOT, e))?;
-        let stamp = FileStamp::of(&meta);
         let shared = Arc::new(DiskFile::new(file, stamp.len, self.in_memory.clone()));
         if open_files.len() >= 1024 {
             open_files.retain(|_, entry| entry.file.strong_count() > 0);
         }
         open_files.insert(
-            resolved,
+            key,
             OpenFile {
                 stamp,
                 file: Arc::downgrade(&shared),

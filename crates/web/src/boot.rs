@@ -9,12 +9,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bootherd_boot::script::HttpBase;
 use bootherd_boot::timeline::Step;
-use bootherd_store::{Mac, Name};
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
+use bootherd_store::Mac;
+use bootherd_tftp::{SourceError, TftpPath};
 use tracing::info;
 
-use crate::AppState;
+use crate::{AppState, files};
 
 fn text(status: StatusCode, body: String) -> Response {
     (
@@ -93,32 +92,10 @@ pub(crate) async fn image_file(
     Path((image, file)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let not_found = || {
-        state
-            .services
-            .http
-            .not_found
-            .fetch_add(1, Ordering::Relaxed);
-        text(
-            StatusCode::NOT_FOUND,
-            format!("image '{image}' has no file '{file}'\n"),
-        )
+    let content = match state.boot.open_image_file(&image, &file) {
+        Ok(content) => content,
+        Err(e) => return refused(&state, &e),
     };
-    let Ok(image_name) = image.parse::<Name>() else {
-        return not_found();
-    };
-    let images = state.boot.store().images();
-    let listed = images
-        .get(&image_name)
-        .ok()
-        .flatten()
-        .is_some_and(|i| i.file(&file).is_some());
-    let Ok(path) = images.file_path(&image_name, &file) else {
-        return not_found();
-    };
-    if !listed {
-        return not_found();
-    }
     if let Some(mac) = client_ip(&request).and_then(|ip| state.boot.machine_at(ip)) {
         let range = request
             .headers()
@@ -132,26 +109,61 @@ pub(crate) async fn image_file(
             format!("{image}/{file} over HTTP{range}"),
         );
     }
-    match ServeFile::new(path).oneshot(request).await {
-        Ok(response) => {
-            // Counted as sent when the response starts: Content-Length is what a whole
-            // (or ranged) response carries; a client hanging up early is rare enough.
-            if response.status().is_success() {
-                let http = &state.services.http;
-                http.files.fetch_add(1, Ordering::Relaxed);
-                let length = response
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-                http.bytes.fetch_add(length, Ordering::Relaxed);
-            }
-            response.into_response()
-        }
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot read {image}/{file}: {e}\n"),
+    sent(
+        &state,
+        files::respond(content, request.method(), request.headers()),
+    )
+}
+
+pub(crate) async fn bootloader(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    request: Request,
+) -> Response {
+    let content = TftpPath::parse(&path)
+        .map_err(|e| SourceError::AccessDenied {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+        .and_then(|parsed| state.boot.open_bootloader(&parsed));
+    match content {
+        Ok(content) => sent(
+            &state,
+            files::respond(content, request.method(), request.headers()),
         ),
+        Err(e) => refused(&state, &e),
     }
+}
+
+/// A file bootherd will not serve, with the reason the TFTP refusal would give.
+fn refused(state: &AppState, error: &SourceError) -> Response {
+    let status = match error {
+        SourceError::NotFound { .. } => StatusCode::NOT_FOUND,
+        SourceError::AccessDenied { .. } => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    state
+        .services
+        .http
+        .not_found
+        .fetch_add(1, Ordering::Relaxed);
+    info!(%error, "HTTP file refused");
+    text(status, format!("{error}\n"))
+}
+
+/// Counts a file answer as sent when it starts: Content-Length is what a whole (or ranged)
+/// response carries; a client hanging up early is rare enough.
+fn sent(state: &AppState, response: Response) -> Response {
+    if response.status().is_success() {
+        let http = &state.services.http;
+        http.files.fetch_add(1, Ordering::Relaxed);
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        http.bytes.fetch_add(length, Ordering::Relaxed);
+    }
+    response
 }

@@ -20,12 +20,12 @@ mod access;
 mod api;
 pub mod auth;
 mod boot;
+mod files;
 mod metrics;
 mod pages;
 pub mod status;
 mod views;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -36,7 +36,6 @@ use axum::routing::get;
 use bootherd_boot::Boot;
 use rust_embed::RustEmbed;
 use tokio_util::sync::CancellationToken;
-use tower_http::services::ServeDir;
 
 pub use auth::{Auth, AuthError, TokenFile, check_password_hash, hash_password};
 pub use status::Services;
@@ -44,8 +43,6 @@ pub use status::Services;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub boot: Arc<Boot>,
-    /// Directory of iPXE bootloaders served under /bootloaders.
-    pub bootloaders: Option<PathBuf>,
     pub auth: Arc<Auth>,
     pub services: Arc<Services>,
     /// Ends live event streams, so a graceful shutdown does not wait for open browsers.
@@ -53,14 +50,12 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::metrics))
         .route("/boot/{script}", get(boot::boot_script))
-        .route("/images/{image}/{file}", get(boot::image_file));
-    if let Some(dir) = &state.bootloaders {
-        router = router.nest_service("/bootloaders", ServeDir::new(dir));
-    }
+        .route("/images/{image}/{file}", get(boot::image_file))
+        .route("/bootloaders/{*path}", get(boot::bootloader));
     let management = pages::routes()
         .nest("/api/v1", api::routes())
         .route("/static/{*file}", get(asset))

@@ -56,7 +56,6 @@ fn app() -> (tempfile::TempDir, Router, Arc<Boot>) {
     .unwrap();
     let router = router(AppState {
         boot: boot.clone(),
-        bootloaders: Some(dir.path().join("loaders")),
         auth: Arc::new(auth),
         services: Arc::new(Services::default()),
         shutdown: CancellationToken::new(),
@@ -161,4 +160,36 @@ async fn image_files_support_ranges_and_hide_everything_else() {
     );
     let (status, _, _) = get(&router, "/bootloaders/../data/state.yaml", &[]).await;
     assert_ne!(status, StatusCode::OK);
+}
+
+/// HTTP serves by the same rule as TFTP: a symlink may not lead out of the bootloader
+/// directory, and none is followed in an image's directory (bootherd made it, so a symlink
+/// there was planted). Both used to be followed to any file the service could read.
+#[tokio::test]
+async fn symlinks_out_of_the_served_directories_are_refused_over_http() {
+    let (dir, router, boot) = app();
+    let outside = dir.path().join("secret");
+    std::fs::write(&outside, b"root:x:0:0").unwrap();
+    let loaders = dir.path().join("loaders");
+    std::os::unix::fs::symlink(&outside, loaders.join("passwd")).unwrap();
+    std::os::unix::fs::symlink("ipxe.efi", loaders.join("snponly.efi")).unwrap();
+    let (status, _, body) = get(&router, "/bootloaders/passwd", &[]).await;
+    assert_ne!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = get(&router, "/bootloaders/snponly.efi", &[]).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, &b"efi binary"[..])
+    );
+    // The image's listed file replaced by a symlink to a file outside.
+    let linux = boot
+        .store()
+        .images()
+        .file_path(&"debian".parse().unwrap(), "linux")
+        .unwrap();
+    std::fs::remove_file(&linux).unwrap();
+    std::os::unix::fs::symlink(&outside, &linux).unwrap();
+    let (status, _, body) = get(&router, "/images/debian/linux", &[]).await;
+    assert_ne!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let path = bootherd_tftp::TftpPath::parse("images/debian/linux").unwrap();
+    assert!(bootherd_tftp::FileSource::open(&*boot, &path).is_err());
 }

@@ -41,7 +41,6 @@ fn app() -> App {
     let auth = Auth::new(Some(hash_password(PASSWORD).unwrap()), tokens).unwrap();
     let router = router(AppState {
         boot: boot.clone(),
-        bootloaders: None,
         auth: Arc::new(auth),
         services: Arc::new(Services::default()),
         shutdown: CancellationToken::new(),
