@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) ports: Ports,
     #[serde(default)]
     pub(crate) tftp: TftpSettings,
+    #[serde(default)]
+    pub(crate) http: HttpSettings,
     /// argon2 hash of the web UI's admin password (`bootherd password --print` makes one).
     pub(crate) admin_password_hash: Option<String>,
 }
@@ -62,6 +64,19 @@ pub(crate) struct TftpSettings {
     pub(crate) threads: Option<u16>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpSettings {
+    /// Directories the web UI and API may import from (DATA/import always is one).
+    #[serde(default)]
+    pub(crate) import_dirs: Vec<PathBuf>,
+    pub(crate) max_image_file_bytes: Option<u64>,
+    pub(crate) upload_stall_secs: Option<u64>,
+    pub(crate) header_timeout_secs: Option<u64>,
+    pub(crate) max_connections: Option<u64>,
+    pub(crate) max_connections_per_client: Option<u64>,
+}
+
 fn parse<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
@@ -78,6 +93,21 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
 pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
     let config: Config = parse(path)?;
     config.tftp.check(path)?;
+    for (name, value) in [
+        ("upload_stall_secs", config.http.upload_stall_secs),
+        ("header_timeout_secs", config.http.header_timeout_secs),
+        ("max_connections", config.http.max_connections),
+        (
+            "max_connections_per_client",
+            config.http.max_connections_per_client,
+        ),
+    ] {
+        anyhow::ensure!(
+            value != Some(0),
+            "{}: http.{name} must be at least 1",
+            path.display()
+        );
+    }
     if let Some(hash) = &config.admin_password_hash {
         bootherd_web::check_password_hash(hash)
             .map_err(|e| anyhow::anyhow!("{}: admin_password_hash: {e}", path.display()))?;
@@ -153,6 +183,40 @@ impl Config {
         from_file!(matches, "http_port", args.http_port, self.ports.http);
         from_file!(matches, "watch_port", args.watch_port, self.ports.watch);
         self.tftp.apply(matches, &mut args.tftp)?;
+        let (http, tuning) = (&self.http, &mut args.http);
+        if !http.import_dirs.is_empty() && !given(matches, "import_dirs") {
+            tuning.import_dirs = http.import_dirs.clone();
+        }
+        from_file!(
+            matches,
+            "max_image_file_bytes",
+            tuning.max_image_file_bytes,
+            http.max_image_file_bytes
+        );
+        from_file!(
+            matches,
+            "upload_stall_secs",
+            tuning.upload_stall_secs,
+            http.upload_stall_secs
+        );
+        from_file!(
+            matches,
+            "http_header_timeout_secs",
+            tuning.http_header_timeout_secs,
+            http.header_timeout_secs
+        );
+        from_file!(
+            matches,
+            "http_max_connections",
+            tuning.http_max_connections,
+            http.max_connections
+        );
+        from_file!(
+            matches,
+            "http_max_connections_per_client",
+            tuning.http_max_connections_per_client,
+            http.max_connections_per_client
+        );
         if let Some(hash) = &self.admin_password_hash {
             if !given(matches, "admin_password_hash") {
                 args.admin_password_hash = Some(hash.clone());

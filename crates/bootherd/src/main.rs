@@ -157,6 +157,46 @@ struct ServeArgs {
     admin_password_hash: Option<String>,
     #[command(flatten)]
     tftp: TftpTuning,
+    #[command(flatten)]
+    http: HttpTuning,
+}
+
+/// Limits of the HTTP side (`http:` in bootherd.yaml).
+#[derive(Debug, Args)]
+struct HttpTuning {
+    /// Directory the web UI and API may import files from (repeat for several); DATA/import is
+    /// always one. Nothing outside them can be imported.
+    #[arg(long = "import-dir", value_name = "DIR")]
+    import_dirs: Vec<PathBuf>,
+    /// Largest file an upload or an import may add to the image store.
+    #[arg(long, default_value_t = bootherd_web::DEFAULT_MAX_IMAGE_FILE_BYTES)]
+    max_image_file_bytes: u64,
+    /// Seconds an upload may send nothing before it is given up.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    upload_stall_secs: u64,
+    /// Seconds a connection has to send its request headers.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    http_header_timeout_secs: u64,
+    /// HTTP connections served at once (the rest wait to be accepted).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    http_max_connections: u64,
+    /// HTTP connections one client address may hold; more from it are closed at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    http_max_connections_per_client: u64,
+}
+
+impl HttpTuning {
+    fn limits(&self) -> bootherd_web::HttpLimits {
+        bootherd_web::HttpLimits {
+            import_dirs: self.import_dirs.clone(),
+            max_image_file_bytes: self.max_image_file_bytes,
+            upload_stall: Duration::from_secs(self.upload_stall_secs),
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
+            max_connections_per_client: usize::try_from(self.http_max_connections_per_client)
+                .unwrap_or(usize::MAX),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -504,18 +544,14 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         boot: boot.clone(),
         auth,
         services: status,
+        limits: Arc::new(args.http.limits()),
         shutdown: shutdown.clone(),
     });
-    let http_shutdown = shutdown.clone();
     info!(listen = %http_addr, "HTTP boot server and web UI listening");
-    services.spawn(named("HTTP", async move {
-        axum::serve(
-            http_listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await
-    }));
+    services.spawn(named(
+        "HTTP",
+        bootherd_web::serve(http_listener, router, args.http.limits(), shutdown.clone()),
+    ));
     services.spawn(named(
         "state reload",
         watch_state(store.clone(), shutdown.clone()),

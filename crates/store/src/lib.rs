@@ -121,6 +121,11 @@ impl Store {
         &self.state_path
     }
 
+    /// The data directory (where state.yaml, images/ and import/ are).
+    pub fn data_dir(&self) -> &Path {
+        self.state_path.parent().unwrap_or(Path::new("."))
+    }
+
     pub fn images(&self) -> &Images {
         &self.images
     }

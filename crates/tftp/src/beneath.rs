@@ -19,7 +19,7 @@ use nix::sys::stat::Mode;
 
 /// What a symlink inside the served directory may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Symlinks {
+pub enum Symlinks {
     /// Followed while they stay inside the directory (an admin's bootloader directory, where
     /// Debian links `undionly.kpxe` to `ipxe.pxe` next to it).
     StayInside,
@@ -31,7 +31,7 @@ pub(crate) enum Symlinks {
 /// Why [`open_beneath`] refused a path.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum BeneathError {
+pub enum BeneathError {
     #[error("it is a symbolic link that leads outside the directory")]
     Outside,
     #[error("it is a symbolic link, and this directory serves none")]
@@ -45,7 +45,7 @@ pub(crate) enum BeneathError {
 /// A directory files are served from, held open so every lookup starts from the same place
 /// even if its name is moved or replaced.
 #[derive(Debug)]
-pub(crate) struct Beneath {
+pub struct Beneath {
     dir: OwnedFd,
     path: PathBuf,
     symlinks: Symlinks,
@@ -53,7 +53,7 @@ pub(crate) struct Beneath {
 
 impl Beneath {
     /// Opens `dir` (made absolute and canonical, so messages and the fallback name it exactly).
-    pub(crate) fn open(dir: &Path, symlinks: Symlinks) -> io::Result<Beneath> {
+    pub fn open(dir: &Path, symlinks: Symlinks) -> io::Result<Beneath> {
         let path = fs::canonicalize(dir)?;
         let dir = openat(
             nix::fcntl::AT_FDCWD,
@@ -69,13 +69,13 @@ impl Beneath {
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Opens the regular file at `relative` (components separated by `/`, none of them `..`:
     /// callers pass parsed names) for reading.
-    pub(crate) fn open_file(&self, relative: &str) -> Result<File, BeneathError> {
+    pub fn open_file(&self, relative: &str) -> Result<File, BeneathError> {
         let file = match self.open_atomically(relative) {
             Err(BeneathError::Io(e)) if openat2_unavailable(&e) => self.open_walking(relative),
             other => other,

@@ -12,7 +12,7 @@
 //! driver in `bootherd-net`. The only I/O is in [`source`]: the directory-backed file source and
 //! upload target, reached through traits.
 
-mod beneath;
+pub mod beneath;
 pub mod netascii;
 pub mod options;
 pub mod packet;

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -21,9 +21,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio_util::io::{StreamReader, SyncIoBridge};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::access::{self, User};
+use crate::intake::{self, Limited};
 use crate::{AppState, views};
 
 /// An API failure: the status says whose fault, the message what to do.
@@ -385,22 +386,36 @@ pub(crate) async fn import(
     as_name: Option<String>,
 ) -> Result<bootherd_store::ImageFile, ApiError> {
     let store = state.boot.store().clone();
-    tokio::task::spawn_blocking(move || {
+    let limits = state.limits.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let (file, _) = limits
+            .open_import(store.data_dir(), &path)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let as_name = match as_name {
+            Some(name) => name,
+            None => std::path::Path::new(&path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        // The file may grow after it was measured; the limit holds while it is copied too.
+        let reader = Limited::new(file, limits.max_image_file_bytes);
         store
             .images()
-            .import_path(&image, std::path::Path::new(&path), as_name.as_deref())
+            .import_reader(&image, &as_name, reader)
+            .map_err(|e| match e {
+                StoreError::Io { path, source } => {
+                    ApiError::bad_request(format!("{}: {source}", path.display()))
+                }
+                other => other.into(),
+            })
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| match e {
-        StoreError::Io { path, source } if source.kind() == io::ErrorKind::NotFound => {
-            ApiError::bad_request(format!("{}: no such file on the server", path.display()))
-        }
-        StoreError::Io { path, source } => {
-            ApiError::bad_request(format!("{}: {source}", path.display()))
-        }
-        other => other.into(),
-    })
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let Err(e) = &result {
+        warn!(error = %e.message(), "import refused or failed");
+    }
+    result
 }
 
 async fn import_image(
@@ -422,13 +437,34 @@ async fn upload_file(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
     Path((name, file)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<views::ImageView>)> {
     let image = parse_name(&name, "image")?;
     bootherd_store::images::check_file_name(&file)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let stream = body.into_data_stream().map_err(io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let limit = state.limits.max_image_file_bytes;
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(size) = announced.filter(|&size| size > limit) {
+        warn!(image = %name, file = %file, bytes = size, limit, by = %user.who(), "upload refused: too large");
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{name}/{file} is {size} bytes, more than the {limit} bytes an image file may have (raise --max-image-file-bytes, http.max_image_file_bytes)"
+            ),
+        ));
+    }
+    let stream = intake::with_stall_timeout(
+        body.into_data_stream().map_err(io::Error::other),
+        state.limits.upload_stall,
+    );
+    let reader = Limited::new(
+        SyncIoBridge::new(StreamReader::new(Box::pin(stream))),
+        limit,
+    );
     let store = state.boot.store().clone();
     let target = file.clone();
     let started = std::time::Instant::now();
@@ -437,13 +473,23 @@ async fn upload_file(
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| match e {
-        StoreError::Io { source, .. } if source.kind() != io::ErrorKind::StorageFull => {
-            ApiError::bad_request(format!(
-                "upload of {name}/{file} did not complete ({source}); nothing was stored, send it again"
-            ))
-        }
-        other => other.into(),
+    .map_err(|e| {
+        let error = match e {
+            StoreError::Io { source, .. } if source.kind() == io::ErrorKind::FileTooLarge => {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("upload of {name}/{file} stopped: {source}; nothing was stored"),
+                )
+            }
+            StoreError::Io { source, .. } if source.kind() != io::ErrorKind::StorageFull => {
+                ApiError::bad_request(format!(
+                    "upload of {name}/{file} did not complete ({source}); nothing was stored, send it again"
+                ))
+            }
+            other => other.into(),
+        };
+        warn!(image = %name, file = %file, error = %error.message(), by = %user.who(), "upload failed");
+        error
     })?;
     info!(image = %name, file = %file, bytes = entry.size, sha256 = %entry.sha256, duration_ms = started.elapsed().as_millis() as u64, by = %user.who(), "file uploaded");
     Ok((StatusCode::CREATED, Json(find_image(&state, &name)?)))

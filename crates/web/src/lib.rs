@@ -21,8 +21,10 @@ mod api;
 pub mod auth;
 mod boot;
 mod files;
+mod intake;
 mod metrics;
 mod pages;
+mod serve;
 pub mod status;
 mod views;
 
@@ -38,6 +40,8 @@ use rust_embed::RustEmbed;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{Auth, AuthError, TokenFile, check_password_hash, hash_password};
+pub use intake::{DEFAULT_MAX_IMAGE_FILE_BYTES, HttpLimits};
+pub use serve::serve;
 pub use status::Services;
 
 #[derive(Debug, Clone)]
@@ -45,6 +49,8 @@ pub struct AppState {
     pub boot: Arc<Boot>,
     pub auth: Arc<Auth>,
     pub services: Arc<Services>,
+    /// Sizes and timeouts of the HTTP side (uploads, imports, connections).
+    pub limits: Arc<HttpLimits>,
     /// Ends live event streams, so a graceful shutdown does not wait for open browsers.
     pub shutdown: CancellationToken,
 }

@@ -58,6 +58,11 @@ fn app() -> (tempfile::TempDir, Router, Arc<Boot>) {
         boot: boot.clone(),
         auth: Arc::new(auth),
         services: Arc::new(Services::default()),
+        limits: Arc::new(HttpLimits {
+            max_image_file_bytes: 1 << 20,
+            upload_stall: std::time::Duration::from_millis(300),
+            ..Default::default()
+        }),
         shutdown: CancellationToken::new(),
     });
     (dir, router, boot)

@@ -43,6 +43,11 @@ fn app() -> App {
         boot: boot.clone(),
         auth: Arc::new(auth),
         services: Arc::new(Services::default()),
+        limits: Arc::new(bootherd_web::HttpLimits {
+            max_image_file_bytes: 1 << 20,
+            upload_stall: std::time::Duration::from_millis(300),
+            ..Default::default()
+        }),
         shutdown: CancellationToken::new(),
     });
     App {
@@ -435,8 +440,9 @@ async fn images_upload_whole_or_not_at_all() {
         assert_eq!(reply.status, status, "{uri}: {}", reply.text());
     }
 
-    // Import a file already on the server.
-    let source = app.dir.path().join("vmlinuz");
+    // Import a file already on the server, from the import directory.
+    std::fs::create_dir_all(app.dir.path().join("data/import")).unwrap();
+    let source = app.dir.path().join("data/import/vmlinuz");
     std::fs::write(&source, b"kernel bytes").unwrap();
     let reply = app
         .api(
@@ -450,7 +456,7 @@ async fn images_upload_whole_or_not_at_all() {
         .api(
             Method::POST,
             "/api/v1/images/debian/import",
-            json!({"path": "/nonexistent/file"}).to_string(),
+            json!({"path": app.dir.path().join("data/import/nonexistent")}).to_string(),
         )
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -943,4 +949,151 @@ async fn metrics_count_without_naming_machines() {
     assert_eq!(sample(r#"bootherd_profiles{ready="true"}"#), Some("1"));
     assert_eq!(sample("bootherd_machines_registered"), Some("1"));
     assert!(!text.contains(MAC) && !text.contains("inst"), "{text}");
+}
+
+/// Import publishes a file the service can read to every host on the LAN, so it takes only
+/// regular files from the import directories (DATA/import, or --import-dir), within the size
+/// limit. Before, /etc/shadow, /proc/self/environ, the password hash and /dev/zero went in.
+#[tokio::test]
+async fn import_takes_only_regular_files_from_the_import_directories() {
+    let app = app();
+    let import = app.dir.path().join("data/import");
+    std::fs::create_dir_all(&import).unwrap();
+    std::fs::write(import.join("vmlinuz"), b"kernel bytes").unwrap();
+    std::fs::write(
+        app.dir.path().join("data/admin-password"),
+        b"$argon2id$secret",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", import.join("passwd")).unwrap();
+    let import_of = |path: String| json!({"path": path}).to_string();
+    let reply = app
+        .api(
+            Method::POST,
+            "/api/v1/images/ok/import",
+            import_of(import.join("vmlinuz").display().to_string()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    for refused in [
+        "/etc/passwd".to_string(),
+        "/proc/self/environ".to_string(),
+        "/dev/zero".to_string(),
+        app.dir
+            .path()
+            .join("data/admin-password")
+            .display()
+            .to_string(),
+        app.dir
+            .path()
+            .join("data/api-tokens.yaml")
+            .display()
+            .to_string(),
+        import.join("passwd").display().to_string(),
+        format!("{}/../admin-password", import.display()),
+        import.display().to_string(),
+    ] {
+        let reply = app
+            .api(
+                Method::POST,
+                "/api/v1/images/leak/import",
+                import_of(refused.clone()),
+            )
+            .await;
+        assert!(
+            reply.status.is_client_error(),
+            "{refused}: {} {}",
+            reply.status,
+            reply.text()
+        );
+        assert!(
+            reply.error().contains("import"),
+            "{refused}: the refusal says where imports come from: {}",
+            reply.error()
+        );
+    }
+    let images = app
+        .api(Method::GET, "/api/v1/images", Body::empty())
+        .await
+        .json();
+    assert_eq!(images.as_array().unwrap().len(), 1, "{images}");
+}
+
+/// Uploads have a size limit (announced or not) and a stall timeout, and a failed upload
+/// leaves nothing. Before, any size was taken and a client that stopped sending held its
+/// connection and temporary file forever.
+#[tokio::test]
+async fn uploads_are_limited_in_size_and_given_up_when_they_stall() {
+    use futures_util::StreamExt;
+    let app = app();
+    let too_big = vec![7u8; (1 << 20) + 1];
+    let reply = app
+        .api(
+            Method::PUT,
+            "/api/v1/images/big/files/initrd",
+            too_big.clone(),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.error().contains("max-image-file-bytes"),
+        "{}",
+        reply.error()
+    );
+    // Without a Content-Length, the limit holds while the body streams.
+    let chunks: Vec<Result<_, std::io::Error>> = too_big
+        .chunks(64 << 10)
+        .map(|c| Ok(axum::body::Bytes::copy_from_slice(c)))
+        .collect();
+    let reply = app
+        .api(
+            Method::PUT,
+            "/api/v1/images/big/files/initrd",
+            Body::from_stream(futures_util::stream::iter(chunks)),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.text()
+    );
+    // A body that sends a little and then nothing.
+    let stalled = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
+        axum::body::Bytes::from(vec![1u8; 1000]),
+    )])
+    .chain(futures_util::stream::pending());
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        app.api(
+            Method::PUT,
+            "/api/v1/images/slow/files/initrd",
+            Body::from_stream(stalled),
+        ),
+    )
+    .await
+    .expect("a stalled upload is given up");
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert!(
+        reply.error().contains("nothing arrived"),
+        "{}",
+        reply.error()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let images = app
+        .api(Method::GET, "/api/v1/images", Body::empty())
+        .await
+        .json();
+    assert_eq!(images.as_array().unwrap().len(), 0, "{images}");
+    let leftovers: Vec<_> = walk(&app.dir.path().join("data/images"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
