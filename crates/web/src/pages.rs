@@ -204,9 +204,13 @@ fn encode_query(value: &str) -> String {
         .collect()
 }
 
-/// Only local paths: `next` must not send a freshly logged-in browser to another site.
+/// Only local paths: `next` must not send a freshly logged-in browser to another site. Browsers
+/// drop tabs and newlines inside a URL and read `\` as `/`, so `/<TAB>/evil.example` is
+/// `//evil.example`: only visible ASCII is accepted, and the second character may not make it
+/// a network path.
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    let visible = next.bytes().all(|b| b.is_ascii_graphic());
+    if visible && next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
         next
     } else {
         "/"

@@ -623,6 +623,31 @@ async fn login_failures_are_clear_and_next_stays_local() {
         ))
         .await;
     assert_eq!(reply.headers[header::LOCATION], "/");
+    // Browsers drop tabs and newlines from a URL, so "/<TAB>/evil.example" is "//evil.example",
+    // another site; so is a backslash after the slash.
+    for sneaky in [
+        "%2F%09%2Fevil.example",
+        "%2F%0A%2Fevil.example",
+        "%2F%0D%2Fevil.example",
+        "%2F%5Cevil.example",
+        "%2F+%2Fevil.example",
+    ] {
+        let reply = app
+            .send(login(Box::leak(
+                format!("password=correct+horse+battery&next={sneaky}").into_boxed_str(),
+            )))
+            .await;
+        assert_eq!(reply.headers[header::LOCATION], "/", "{sneaky}");
+    }
+    let reply = app
+        .send(login(
+            "password=correct+horse+battery&next=%2Fmachines%2F52%3A54%3A00%3Aaa%3Abb%3A01%3Ftab%3Dtimeline",
+        ))
+        .await;
+    assert_eq!(
+        reply.headers[header::LOCATION],
+        "/machines/52:54:00:aa:bb:01?tab=timeline"
+    );
 }
 
 #[tokio::test]
