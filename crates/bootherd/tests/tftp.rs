@@ -86,6 +86,12 @@ impl Server {
         self.addr.port().to_string()
     }
 
+    fn size(&self, file: &str) -> u64 {
+        fs::metadata(self.root.join(file))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
     fn url(&self, file: &str) -> String {
         format!("tftp://{}/{file}", self.addr)
     }
@@ -125,7 +131,11 @@ fn curl_fetches_every_edge_size_with_and_without_blksize() {
             let out = out_dir.path().join(name);
             let mut cmd = Command::new("curl");
             cmd.args(["--silent", "--show-error", "--output"]).arg(&out);
-            if let Some(b) = blksize {
+            // curl rejects the "tsize 0" that RFC 2349 (and tftp-hpa, dnsmasq) answer for an
+            // empty file; without options it reads the empty DATA 1.
+            if server.size(name) == 0 {
+                cmd.arg("--tftp-no-options");
+            } else if let Some(b) = blksize {
                 cmd.args(["--tftp-blksize", b]);
             }
             cmd.arg(server.url(name));
@@ -311,7 +321,7 @@ fn refusals_malformed_requests_mail_mode_and_disabled_uploads() {
     assert_eq!((code, message.contains("mail")), (4, true), "{message}");
     client.request(true, "upload.bin", Mode::Octet, &[]);
     let (code, message) = client.expect_recv().error().unwrap();
-    assert_eq!(code, 4);
+    assert_eq!(code, 2, "a read-only server answers access violation");
     assert!(
         message.contains("'upload.bin'") && message.contains("disabled"),
         "{message}"

@@ -133,11 +133,11 @@ pub enum SourceError {
     #[error("access violation: '{path}' is refused because {reason}")]
     AccessDenied { path: String, reason: String },
     #[error(
-        "file already exists: '{path}' is already in the upload directory and overwriting is disabled (enable uploads.overwrite or pick another name)"
+        "file already exists: '{path}' is already in the upload directory and overwriting is disabled (allow it with --allow-overwrite, tftp.allow_overwrite, or pick another name)"
     )]
     AlreadyExists { path: String },
     #[error(
-        "upload too large: '{path}' is {size} bytes, the limit is {limit} bytes (raise the upload size limit)"
+        "upload too large: '{path}' is {size} bytes, the limit is {limit} bytes (raise --max-upload-bytes, tftp.max_upload_bytes)"
     )]
     TooLarge { path: String, size: u64, limit: u64 },
     #[error("I/O error on '{path}': {source}")]

@@ -641,12 +641,13 @@ fn refusals_name_the_file_and_reason() {
         ErrorCode::IllegalOperation,
         "mail",
     );
+    // A read-only server answers a WRQ with access violation, as classic servers do.
     check(
         "up.bin",
         Mode::Octet,
         true,
-        ErrorCode::IllegalOperation,
-        "disabled",
+        ErrorCode::AccessViolation,
+        "--upload-dir",
     );
 }
 
@@ -848,28 +849,23 @@ fn oversized_data_and_aborted_uploads_store_nothing() {
     assert!(uploads.committed.lock().unwrap().is_empty());
 }
 
+/// RFC 2349: the size is acknowledged for every file, the empty one included (UEFI's size
+/// probe of an empty file would otherwise get DATA instead of the OACK it waits for).
 #[test]
-fn empty_file_gets_no_tsize_in_the_oack() {
+fn empty_file_gets_tsize_0_in_the_oack() {
     let now = Instant::now();
-    let mut t = start_read(
-        &[],
-        Mode::Octet,
-        &[("tsize", "0"), ("blksize", "1468")],
-        &config(false),
-        now,
-    );
-    let mut buf = Vec::new();
-    assert!(t.poll_transmit(now, &mut buf));
-    assert_eq!(
-        decode(&buf),
-        Ok(Packet::Oack {
-            options: vec![("blksize", "1468")]
-        })
-    );
-    // tsize alone: nothing left to acknowledge, so plain RFC 1350 with an empty DATA 1.
-    let mut t = start_read(&[], Mode::Octet, &[("tsize", "0")], &config(false), now);
-    assert!(t.poll_transmit(now, &mut buf));
-    assert_eq!(buf, [0, 3, 0, 1]);
+    for options in [
+        &[("tsize", "0"), ("blksize", "1468")][..],
+        &[("tsize", "0")],
+    ] {
+        let mut t = start_read(&[], Mode::Octet, options, &config(false), now);
+        let mut buf = Vec::new();
+        assert!(t.poll_transmit(now, &mut buf));
+        let Ok(Packet::Oack { options: acked }) = decode(&buf) else {
+            panic!("{options:?}: {buf:?} is not an OACK");
+        };
+        assert!(acked.contains(&("tsize", "0")), "{options:?}: {acked:?}");
+    }
 }
 
 /// A file read from disk is read 16 KiB at a time, not a block at a time, also when blocks are

@@ -284,10 +284,11 @@ pub fn accept(
     };
     if write {
         let Uploads::Enabled(target) = uploads else {
+            // Access violation, as tftp-hpa and dnsmasq answer a write to a read-only server.
             return Err(Refusal::new(
-                ErrorCode::IllegalOperation,
+                ErrorCode::AccessViolation,
                 format!(
-                    "'{path}': uploads (write requests) are disabled on this server; enable them with an upload directory"
+                    "'{path}': uploads (write requests) are disabled on this server; enable them with --upload-dir DIR (tftp.upload_dir)"
                 ),
             ));
         };
@@ -303,10 +304,10 @@ pub fn accept(
         .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
     let size = file.len();
     // In netascii the size on the wire is unknown until encoded, so tsize is left out (as
-    // tftp-hpa and dnsmasq do). It is also left out for an empty file: curl rejects an OACK
-    // with "tsize 0" as invalid and aborts, while without it every client reads the empty
-    // DATA 1 and is done.
-    let tsize_answer = (request.mode == Mode::Octet && size > 0).then_some(size);
+    // tftp-hpa and dnsmasq do). An empty file is answered "tsize 0", as RFC 2349 asks and
+    // tftp-hpa and dnsmasq do: UEFI's size probe needs the OACK. curl refuses that OACK
+    // (its own check); `curl --tftp-no-options` fetches an empty file.
+    let tsize_answer = (request.mode == Mode::Octet).then_some(size);
     let params = make_params(Some(size), tsize_answer);
     Ok(Transfer::Read(ReadTransfer::new(file, params, now)))
 }
