@@ -698,7 +698,7 @@ pub(crate) fn password(print: bool, dir: &DataDir) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir.data)
         .with_context(|| format!("creating {}", dir.data.display()))?;
     let path = dir.data.join(PASSWORD_FILE);
-    bootherd_store::write_atomic(&path, format!("{hash}\n").as_bytes())?;
+    bootherd_store::write_private(&path, format!("{hash}\n").as_bytes())?;
     println!(
         "admin password set ({}); restart bootherd serve to use it",
         path.display()

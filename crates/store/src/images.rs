@@ -95,6 +95,15 @@ impl Images {
         &self.root
     }
 
+    /// Removes what crashed imports and manifest writes left in each image's directory.
+    pub(crate) fn remove_stale_temps(&self) {
+        for entry in fs::read_dir(&self.root).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                persist::remove_stale_temps(&entry.path());
+            }
+        }
+    }
+
     fn dir(&self, name: &Name) -> PathBuf {
         self.root.join(name.as_str())
     }
@@ -184,12 +193,7 @@ impl Images {
         let target = dir.join(file_name);
         // Unique per import, not just per process: two uploads of one file may run at once
         // (the last to finish wins, each whole).
-        static IMPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let import = IMPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let temp = dir.join(format!(
-            ".{file_name}.import-{}-{import}",
-            std::process::id()
-        ));
+        let temp = dir.join(persist::temp_name(file_name, ".import-"));
         let io_error = |source| StoreError::Io {
             path: target.clone(),
             source,

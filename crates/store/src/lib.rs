@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 pub use images::{Image, ImageFile, Images};
 pub use model::{Defaults, Mac, Machine, Name, Profile, State, UnknownMachines};
-pub use persist::write_atomic;
+pub use persist::{write_atomic, write_private};
 pub use validate::Problem;
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,9 @@ impl Store {
             source,
         })?;
         let state_path = dir.join(STATE_FILE);
+        persist::remove_stale_temps(dir);
         let images = Images::new(dir.join("images"))?;
+        images.remove_stale_temps();
         let file_stamp = stamp(&state_path);
         let state = match fs::read_to_string(&state_path) {
             Ok(text) => parse_state(&state_path, &text)?,
@@ -222,7 +224,7 @@ impl Store {
                 }
             }
         }
-        let text = persist::to_yaml(&next)?;
+        let text = persist::quote_macs(&persist::to_yaml(&next)?);
         persist::write_atomic(&self.state_path, text.as_bytes())?;
         *file = stamp(&self.state_path);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);

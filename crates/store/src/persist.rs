@@ -4,7 +4,9 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -52,8 +54,35 @@ pub(crate) fn to_yaml<T: Serialize>(value: &T) -> Result<String, StoreError> {
     })
 }
 
-/// Replaces `path` with `contents` atomically.
+/// Replaces `path` with `contents` atomically, keeping the file's permissions (a new file gets
+/// the process's default).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    let mode = fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777);
+    replace(path, contents, mode)
+}
+
+/// Replaces `path` with `contents` atomically, readable by the owner only from the first byte
+/// (the admin password hash, API token hashes).
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    replace(path, contents, Some(0o600))
+}
+
+/// Marks bootherd's temporary files: `.<name>.tmp-<pid>-<n>`; the pid lets a later start tell
+/// a crashed writer's leftovers from a live writer's work.
+const TEMP_MARKERS: [&str; 2] = [".tmp-", ".import-"];
+
+pub(crate) fn temp_name(file_name: &str, marker: &str) -> String {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    format!(
+        ".{file_name}{marker}{}-{}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn replace(path: &Path, contents: &[u8], mode: Option<u32>) -> Result<(), StoreError> {
     let io_error = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -66,13 +95,19 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
         .file_name()
         .ok_or_else(|| io_error(io::Error::other("no file name")))?
         .to_string_lossy();
-    let temp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    // Unique per write, not per process: threads of one process write the same file at once.
+    let temp = dir.join(temp_name(&file_name, TEMP_MARKERS[0]));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        if let Some(mode) = mode {
+            options.mode(mode);
+        }
+        let mut file = options.open(&temp)?;
+        if let Some(mode) = mode {
+            // The umask may have taken bits away; the old file's mode is what the user chose.
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         file.write_all(contents)?;
         file.sync_all()?;
         drop(file);
@@ -83,6 +118,86 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
         let _ = fs::remove_file(&temp);
     }
     result.map_err(io_error)
+}
+
+/// Removes the temporary files a crashed writer left in `dir`: those whose writer process is
+/// gone, or is this process (nothing of ours is in flight before the store is open; in a
+/// container a restarted bootherd is pid 1 again). A live writer's files are left alone.
+pub(crate) fn remove_stale_temps(dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') {
+            continue;
+        }
+        let Some(pid) = TEMP_MARKERS.iter().find_map(|marker| {
+            let (_, tail) = name.rsplit_once(marker)?;
+            tail.split('-').next()?.parse::<u32>().ok()
+        }) else {
+            continue;
+        };
+        let gone = !Path::new("/proc").join(pid.to_string()).exists();
+        if gone || pid == std::process::id() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Quotes MACs that stand alone as a key or a value: YAML 1.1 readers (PyYAML, Ansible) read
+/// `52:54:00:12:34:56` as a base-60 integer. The emitter only quotes what YAML 1.2 would
+/// misread, so this is done on its output; a MAC is hex digits and colons, so quoting it in
+/// single quotes needs no escaping.
+pub(crate) fn quote_macs(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len() + 64);
+    for line in yaml.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        let indent = body.len() - body.trim_start_matches([' ', '-']).len();
+        let (head, rest) = body.split_at(indent);
+        out.push_str(head);
+        match rest
+            .get(..17)
+            .filter(|m| is_mac(m))
+            .map(|m| (m, &rest[17..]))
+        {
+            Some((mac, tail)) if tail.is_empty() || tail.starts_with(':') => {
+                out.push('\'');
+                out.push_str(mac);
+                out.push('\'');
+                out.push_str(&quote_value(tail));
+            }
+            _ => out.push_str(&quote_value(rest)),
+        }
+        out.push_str(newline);
+    }
+    out
+}
+
+/// `key: 52:54:00:12:34:56` -> `key: '52:54:00:12:34:56'`.
+fn quote_value(text: &str) -> String {
+    match text.rsplit_once(": ") {
+        Some((key, value)) if is_mac(value) => format!("{key}: '{value}'"),
+        _ => text.to_string(),
+    }
+}
+
+fn is_mac(text: &str) -> bool {
+    text.len() == 17
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i % 3 == 2 {
+                b == b':'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ fn state_round_trips_through_the_file() {
         .unwrap();
     let written = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
     assert!(
-        written.contains("kind: linux") && written.contains("52:54:00:00:00:01:"),
+        written.contains("kind: linux") && written.contains("'52:54:00:00:00:01':"),
         "{written}"
     );
     let reopened = Store::open(dir.path()).unwrap();
@@ -368,4 +368,99 @@ fn killing_a_writer_never_leaves_a_broken_state_file() {
         fs::read_to_string(dir.path().join(STATE_FILE)).is_ok(),
         "the writer never wrote anything"
     );
+}
+
+/// YAML 1.1 readers (PyYAML, Ansible) read an unquoted 52:54:00:12:34:56 as a base-60 number,
+/// so MACs are written quoted; bootherd reads both forms.
+#[test]
+fn macs_are_written_so_yaml_1_1_readers_keep_them_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .update(|state| {
+            state
+                .machines
+                .insert(mac("52:54:00:12:34:56"), Machine::default());
+            state
+                .machines
+                .insert(mac("52:54:00:ab:cd:ef"), Machine::default());
+            Ok(())
+        })
+        .unwrap();
+    let text = std::fs::read_to_string(dir.path().join("state.yaml")).unwrap();
+    for m in ["52:54:00:12:34:56", "52:54:00:ab:cd:ef"] {
+        assert!(
+            text.contains(&format!("'{m}':")),
+            "{m} unquoted in:\n{text}"
+        );
+    }
+    let reopened = Store::open(dir.path()).unwrap();
+    assert_eq!(reopened.state().machines.len(), 2);
+}
+
+/// Writes replace files with new ones; secrets must come back as private as they were, and a
+/// file written afresh as private must be so from its first byte.
+#[test]
+fn atomic_writes_keep_the_file_mode_and_secrets_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("api-tokens.yaml");
+    crate::write_private(&secret, b"one").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&secret), 0o600);
+    crate::write_atomic(&secret, b"two").unwrap();
+    assert_eq!(mode(&secret), 0o600, "a rewrite made the secret readable");
+    let public = dir.path().join("state.yaml");
+    std::fs::write(&public, b"x").unwrap();
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o640)).unwrap();
+    crate::write_atomic(&public, b"y").unwrap();
+    assert_eq!(mode(&public), 0o640);
+}
+
+/// A crash between writing a temporary file and renaming it leaves the temporary behind; the
+/// next start removes those of writers that are gone, and never the file in force.
+#[test]
+fn temporary_files_of_a_crash_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .update(|state| {
+                state
+                    .machines
+                    .insert(mac("52:54:00:12:34:56"), Machine::default());
+                Ok(())
+            })
+            .unwrap();
+    }
+    let images = dir.path().join("images/debian");
+    std::fs::create_dir_all(&images).unwrap();
+    // A writer process that no longer exists (pid_max is at most 2^22).
+    let gone = 4_194_999;
+    let leftovers = [
+        dir.path().join(format!(".state.yaml.tmp-{gone}-0")),
+        dir.path().join(format!(".state.yaml.tmp-{gone}")),
+        images.join(format!(".vmlinuz.import-{gone}-3")),
+        images.join(format!(".manifest.yaml.tmp-{gone}-1")),
+    ];
+    for path in &leftovers {
+        std::fs::write(path, b"half").unwrap();
+    }
+    // A temporary file of a writer that is alive is left alone.
+    let alive = dir
+        .path()
+        .join(format!(".state.yaml.tmp-{}-9", writer_pid_alive()));
+    std::fs::write(&alive, b"in flight").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for path in &leftovers {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+    assert!(alive.exists());
+    assert_eq!(store.state().machines.len(), 1);
+}
+
+/// The pid of a process that runs for the whole test (our parent, the test harness's shell or
+/// init), which is not this process.
+fn writer_pid_alive() -> u32 {
+    std::os::unix::process::parent_id()
 }

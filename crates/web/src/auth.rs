@@ -181,7 +181,7 @@ impl TokenFile {
         let text = format!(
             "# API tokens for bootherd's REST API. Only hashes are stored; manage them with\n# `bootherd token add|list|remove` or on the web UI's Tokens page.\n{text}"
         );
-        bootherd_store::write_atomic(&self.path, text.as_bytes())?;
+        bootherd_store::write_private(&self.path, text.as_bytes())?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         *cache = (self.stamp(), tokens);
         Ok(())
