@@ -88,3 +88,24 @@ pub(crate) fn header_allowed(user: &User, parts: &Parts) -> bool {
             .is_some_and(|sent| csrf_matches(session, sent)),
     }
 }
+
+/// The client's address, when the server runs with connection info (our listener adds it;
+/// router tests without a socket have none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<ClientAddr, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}

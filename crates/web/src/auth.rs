@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,15 +15,14 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::attempts::{Attempts, Refused};
+
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "bootherd_session";
 /// A session unused for this long is gone.
 pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most; the oldest go first. Logging in in a loop must not grow memory.
 const MAX_SESSIONS: usize = 256;
-/// Failed logins allowed per minute, across all clients: argon2 makes each guess slow, this
-/// makes guessing in parallel slow too.
-const FAILURES_PER_MINUTE: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -246,15 +246,17 @@ pub enum LoginError {
     /// No admin password is set: nobody can log in until one is.
     NoPassword,
     WrongPassword,
-    /// Too many wrong passwords lately.
+    /// Too many wrong passwords lately from this address.
     TooManyAttempts,
+    /// Too many password checks running at once; retry in a moment.
+    Busy,
 }
 
 #[derive(Debug)]
 pub struct Auth {
     password_hash: Option<String>,
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<Vec<Instant>>,
+    attempts: Attempts,
     pub tokens: TokenFile,
 }
 
@@ -268,7 +270,7 @@ impl Auth {
         Ok(Auth {
             password_hash,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(Vec::new()),
+            attempts: Attempts::default(),
             tokens,
         })
     }
@@ -277,30 +279,32 @@ impl Auth {
         self.password_hash.is_some()
     }
 
-    /// Checks the password and opens a session; returns the cookie value and the session.
-    pub fn login(&self, password: &str) -> Result<(String, SessionInfo), LoginError> {
+    /// Checks the password sent from `source` and opens a session; returns the cookie value and
+    /// the session. Guessing is limited per source (see `attempts`).
+    pub fn login(
+        &self,
+        password: &str,
+        source: IpAddr,
+    ) -> Result<(String, SessionInfo), LoginError> {
         let Some(hash) = &self.password_hash else {
             return Err(LoginError::NoPassword);
         };
-        {
-            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            failures.retain(|at| at.elapsed() < Duration::from_secs(60));
-            if failures.len() >= FAILURES_PER_MINUTE {
-                return Err(LoginError::TooManyAttempts);
-            }
-        }
+        let attempt =
+            self.attempts
+                .begin(source, Instant::now())
+                .map_err(|refused| match refused {
+                    Refused::TooManyFailures => LoginError::TooManyAttempts,
+                    Refused::Busy => LoginError::Busy,
+                })?;
         let good = PasswordHash::new(hash).is_ok_and(|parsed| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
                 .is_ok()
         });
         if !good {
-            self.failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Instant::now());
             return Err(LoginError::WrongPassword);
         }
+        attempt.succeeded();
         let id = random_token("").map_err(|_| LoginError::WrongPassword)?;
         let csrf = random_token("").map_err(|_| LoginError::WrongPassword)?;
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -355,6 +359,7 @@ pub fn csrf_matches(session: &SessionInfo, sent: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attempts::{CONCURRENT_CHECKS, FAILURES_PER_SOURCE};
 
     #[test]
     fn password_login_session_logout() {
@@ -367,10 +372,10 @@ mod tests {
         ));
         let auth = Auth::new(Some(hash), TokenFile::new(dir.path().join("t.yaml"))).unwrap();
         assert_eq!(
-            auth.login("wrong horse").unwrap_err(),
+            auth.login("wrong horse", HERE).unwrap_err(),
             LoginError::WrongPassword
         );
-        let (cookie, info) = auth.login("correct horse").unwrap();
+        let (cookie, info) = auth.login("correct horse", HERE).unwrap();
         assert_eq!(auth.session(&cookie), Some(info.clone()));
         assert!(csrf_matches(&info, &info.csrf));
         assert!(!csrf_matches(&info, "x"));
@@ -379,18 +384,68 @@ mod tests {
         assert_eq!(auth.session(&cookie), None);
     }
 
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5));
+    const ELSEWHERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 6));
+
     #[test]
-    fn guessing_is_rate_limited() {
+    fn guessing_is_limited_per_source_and_never_locks_out_others() {
         let dir = tempfile::tempdir().unwrap();
         let hash = hash_password("correct horse").unwrap();
         let auth = Auth::new(Some(hash), TokenFile::new(dir.path().join("t.yaml"))).unwrap();
-        for _ in 0..FAILURES_PER_MINUTE {
-            assert_eq!(auth.login("guess").unwrap_err(), LoginError::WrongPassword);
+        for _ in 0..FAILURES_PER_SOURCE {
+            assert_eq!(
+                auth.login("guess", HERE).unwrap_err(),
+                LoginError::WrongPassword
+            );
         }
-        // Even the right password waits now: the limiter cannot tell the owner from a guesser.
+        // The guesser waits now, even with the right password...
         assert_eq!(
-            auth.login("correct horse").unwrap_err(),
+            auth.login("correct horse", HERE).unwrap_err(),
             LoginError::TooManyAttempts
+        );
+        // ...while the admin at another address logs in.
+        assert!(auth.login("correct horse", ELSEWHERE).is_ok());
+    }
+
+    /// Parallel guesses reserve their place before the slow check, so no more than the limit
+    /// are ever checked (before, 20 parallel guesses were all checked), and no more than a few
+    /// checks run at once (100 parallel guesses held 683 MB of argon2 memory).
+    #[test]
+    fn parallel_guesses_cannot_race_the_limit_and_checks_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = hash_password("correct horse").unwrap();
+        let auth = Auth::new(Some(hash), TokenFile::new(dir.path().join("t.yaml"))).unwrap();
+        let results: Vec<LoginError> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..20)
+                .map(|_| scope.spawn(|| auth.login("guess", HERE).unwrap_err()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let checked = results
+            .iter()
+            .filter(|e| **e == LoginError::WrongPassword)
+            .count();
+        assert!(
+            checked <= FAILURES_PER_SOURCE,
+            "{checked} guesses checked: {results:?}"
+        );
+        let many: Vec<LoginError> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..100u8)
+                .map(|i| {
+                    let auth = &auth;
+                    scope.spawn(move || {
+                        let source = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 0, i));
+                        auth.login("guess", source).unwrap_err()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(many.contains(&LoginError::WrongPassword));
+        assert!(
+            auth.attempts.peak() <= CONCURRENT_CHECKS,
+            "{} at once",
+            auth.attempts.peak()
         );
     }
 
@@ -398,7 +453,10 @@ mod tests {
     fn no_password_means_no_login_and_bad_hashes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let auth = Auth::new(None, TokenFile::new(dir.path().join("t.yaml"))).unwrap();
-        assert_eq!(auth.login("anything").unwrap_err(), LoginError::NoPassword);
+        assert_eq!(
+            auth.login("anything", HERE).unwrap_err(),
+            LoginError::NoPassword
+        );
         let err = Auth::new(
             Some("plain".into()),
             TokenFile::new(dir.path().join("t.yaml")),

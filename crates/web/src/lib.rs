@@ -18,6 +18,7 @@
 
 mod access;
 mod api;
+mod attempts;
 pub mod auth;
 mod boot;
 mod files;

@@ -322,12 +322,18 @@ struct LoginForm {
     next: String,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    crate::access::ClientAddr(client): crate::access::ClientAddr,
+    Form(form): Form<LoginForm>,
+) -> Response {
     // Checking a password is deliberately slow (argon2): off the async workers, so boots
-    // going on meanwhile are not held up.
+    // going on meanwhile are not held up. Without connection info (tests without a socket)
+    // every attempt counts against one unknown source.
+    let source = client.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let auth = state.auth.clone();
     let password = form.password.clone();
-    let checked = tokio::task::spawn_blocking(move || auth.login(&password))
+    let checked = tokio::task::spawn_blocking(move || auth.login(&password, source))
         .await
         .unwrap_or(Err(LoginError::WrongPassword));
     match checked {
@@ -347,14 +353,18 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
                 LoginError::WrongPassword => (StatusCode::UNAUTHORIZED, "Wrong password."),
                 LoginError::TooManyAttempts => (
                     StatusCode::TOO_MANY_REQUESTS,
-                    "Too many wrong passwords in the last minute; wait a minute and try again.",
+                    "Too many wrong passwords from this address in the last minute; wait a minute and try again.",
+                ),
+                LoginError::Busy => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many logins are being checked right now; try again in a moment.",
                 ),
                 LoginError::NoPassword => (
                     StatusCode::UNAUTHORIZED,
                     "No admin password is set; see below how to set one.",
                 ),
             };
-            warn!(reason = message, "login refused");
+            warn!(reason = message, client = %source, "login refused");
             let page = LoginPage {
                 layout: Layout {
                     title: "Log in".into(),
