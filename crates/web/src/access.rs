@@ -57,21 +57,42 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v)
 }
 
-pub(crate) fn identify(parts: &Parts, state: &AppState) -> Option<User> {
-    if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
-        let token = auth.to_str().ok()?.strip_prefix("Bearer ")?.trim();
-        return state
-            .auth
-            .tokens
-            .check(token)
-            .map(|name| User::Token { name });
+/// What a request authenticates with, kept by long-lived responses (event streams) to check
+/// again later: a revoked token or a closed session ends them.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    Token(String),
+    Session(String),
+}
+
+impl Credential {
+    pub(crate) fn of(headers: &HeaderMap) -> Option<Credential> {
+        if let Some(auth) = headers.get(header::AUTHORIZATION) {
+            let token = auth.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+            return Some(Credential::Token(token.to_string()));
+        }
+        cookie(headers, SESSION_COOKIE).map(|c| Credential::Session(c.to_string()))
     }
-    let cookie = cookie(&parts.headers, SESSION_COOKIE)?;
-    let session = state.auth.session(cookie)?;
-    Some(User::Session {
-        cookie: cookie.to_string(),
-        session,
-    })
+
+    pub(crate) fn user(&self, state: &AppState) -> Option<User> {
+        match self {
+            Credential::Token(token) => state
+                .auth
+                .tokens
+                .check(token)
+                .map(|name| User::Token { name }),
+            Credential::Session(cookie) => {
+                state.auth.session(cookie).map(|session| User::Session {
+                    cookie: cookie.clone(),
+                    session,
+                })
+            }
+        }
+    }
+}
+
+pub(crate) fn identify(parts: &Parts, state: &AppState) -> Option<User> {
+    Credential::of(&parts.headers)?.user(state)
 }
 
 /// For script requests: a cookie-authenticated change needs the CSRF header.

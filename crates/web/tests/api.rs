@@ -1122,3 +1122,36 @@ async fn uploads_are_limited_in_size_and_given_up_when_they_stall() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A live event stream lasts only as long as the credential it was opened with: revoking the
+/// token (or logging out) ends it. Before, a revoked token kept receiving every boot step.
+#[tokio::test]
+async fn event_streams_end_when_their_token_is_revoked() {
+    let app = app();
+    let created = app
+        .api(
+            Method::POST,
+            "/api/v1/tokens",
+            json!({"name": "watcher"}).to_string(),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let token = created.json()["token"].as_str().unwrap().to_string();
+    let request = Request::get("/api/v1/events")
+        .header(header::HOST, "10.0.0.2:8080")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reply = app
+        .api(Method::DELETE, "/api/v1/tokens/watcher", Body::empty())
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        response.into_body().collect(),
+    )
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its revoked token");
+}
