@@ -134,8 +134,14 @@ impl Boot {
 
     /// What `mac` boots according to `state`.
     pub fn decide(state: &State, mac: &Mac) -> Decision {
+        Self::decide_with(state, mac, true)
+    }
+
+    /// [`Boot::decide`], with the boot-once profile considered only when `use_once`.
+    fn decide_with(state: &State, mac: &Mac, use_once: bool) -> Decision {
         let machine = state.machines.get(mac);
         let assigned = machine
+            .filter(|_| use_once)
             .and_then(|m| m.once.as_ref().map(|p| (p, true)))
             .or_else(|| machine.and_then(|m| m.profile.as_ref().map(|p| (p, false))));
         if let Some((name, once)) = assigned {
@@ -161,21 +167,58 @@ impl Boot {
         }
     }
 
-    /// The iPXE script for `mac`, with URLs on `base`. Fetching a boot-once profile's script
-    /// uses it up: the machine falls back to its assigned profile on its next boot.
-    pub fn script(&self, mac: &Mac, base: &HttpBase) -> String {
-        self.render_script(mac, base, true)
+    /// The iPXE script for `mac`, with URLs on `base`, fetched from `requester`. A boot-once
+    /// profile is used up only by the machine itself: a request from the address its DHCP
+    /// exchange took. Anyone else (another host, or any host before the exchange was seen)
+    /// gets the assigned profile's script and the boot-once profile waits, so a stray fetch
+    /// can neither use it up nor start an installer somewhere it was not meant for.
+    pub fn script(&self, mac: &Mac, base: &HttpBase, requester: Option<Ipv4Addr>) -> String {
+        let known = self.seen(mac).and_then(|s| s.address);
+        let is_the_machine = requester.is_some() && requester == known;
+        let has_once = self
+            .store
+            .state()
+            .machines
+            .get(mac)
+            .is_some_and(|m| m.once.is_some());
+        if has_once && !is_the_machine {
+            let asked_from =
+                requester.map_or("an unknown address".to_string(), |ip| ip.to_string());
+            let expected = known.map_or(
+                "no DHCP exchange of this machine has been seen yet".to_string(),
+                |ip| format!("its DHCP exchange took {ip}"),
+            );
+            self.timeline.record(
+                *mac,
+                Step::BootOnceKept,
+                format!(
+                    "boot-once profile kept: the script was fetched from {asked_from}, and {expected}; only the machine itself uses it up"
+                ),
+            );
+            warn!(%mac, requester = %asked_from, known = ?known, "boot-once profile not used: the script request did not come from the machine's own address");
+        }
+        self.render_script(
+            mac,
+            base,
+            Purpose::Boot {
+                use_once: is_the_machine,
+            },
+        )
     }
 
-    /// The script `mac` would get now, for people to look at: fetching it uses up nothing
+    /// The script `mac` would get now, for people to look at (and for HEAD): uses up nothing
     /// and is not a boot step.
     pub fn preview_script(&self, mac: &Mac, base: &HttpBase) -> String {
-        self.render_script(mac, base, false)
+        self.render_script(mac, base, Purpose::Preview)
     }
 
-    fn render_script(&self, mac: &Mac, base: &HttpBase, booting: bool) -> String {
+    fn render_script(&self, mac: &Mac, base: &HttpBase, purpose: Purpose) -> String {
         let state = self.store.state();
-        match Self::decide(&state, mac) {
+        let (booting, use_once) = match purpose {
+            Purpose::Preview => (false, true),
+            Purpose::Boot { use_once } => (true, use_once),
+        };
+        match Self::decide_with(&state, mac, use_once) {
             Decision::Profile {
                 name,
                 profile,
@@ -369,6 +412,16 @@ impl Boot {
     }
 }
 
+/// Why a script is rendered.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// For a person to look at: shows what the machine would boot, changes nothing.
+    Preview,
+    /// For the machine booting: a boot step, and the boot-once profile is used up when
+    /// `use_once` (the request came from the machine itself).
+    Boot { use_once: bool },
+}
+
 impl FileSource for Boot {
     /// `images/<image>/<file>` serves a file of an image; anything else is a bootloader.
     fn open(&self, path: &TftpPath) -> Result<std::sync::Arc<dyn FileContent>, SourceError> {
@@ -393,6 +446,12 @@ impl FileSource for Boot {
 impl EventSink for Boot {
     fn record(&self, event: PxeEvent) {
         match event {
+            PxeEvent::AddressAccepted { mac, address, .. } => {
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                let entry = seen.touch(mac_of(mac));
+                entry.address = Some(address);
+                entry.last_seen = Some(SystemTime::now());
+            }
             PxeEvent::Request {
                 mac,
                 port,
@@ -459,15 +518,6 @@ impl EventSink for Boot {
 }
 
 impl Boot {
-    /// Notes a file fetched by TFTP or HTTP on the machine's timeline, when the client address
-    /// can be matched to a machine (by the address it was last seen with).
-    pub fn record_address(&self, mac: Mac, address: Ipv4Addr) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = seen.touch(mac);
-        entry.address = Some(address);
-        entry.last_seen = Some(SystemTime::now());
-    }
-
     /// The machine last seen at `address`.
     pub fn machine_at(&self, address: Ipv4Addr) -> Option<Mac> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

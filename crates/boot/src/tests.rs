@@ -137,7 +137,7 @@ fn dhcp_tftp_and_http_agree() {
         "http://10.0.0.2:8080/boot/52:54:00:00:00:01.ipxe"
     );
     // Unknown machine, default menu: every ready profile, local disk by default.
-    let menu = boot.script(&Mac(MAC), &boot.http_base(Ipv4Addr::new(10, 0, 0, 2)));
+    let menu = boot.script(&Mac(MAC), &boot.http_base(Ipv4Addr::new(10, 0, 0, 2)), None);
     assert!(
         menu.contains("item p-installer")
             && menu.contains("item p-disk")
@@ -159,13 +159,25 @@ fn dhcp_tftp_and_http_agree() {
     );
 }
 
+/// The address the machine took in its DHCP exchange with the LAN's server.
+const MACHINE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+
+fn dhcp_exchange(boot: &Boot) {
+    boot.record(PxeEvent::AddressAccepted {
+        mac: MacAddr(MAC),
+        address: MACHINE_IP,
+        server: Ipv4Addr::new(10, 0, 0, 1),
+    });
+}
+
 #[test]
 fn boot_once_is_used_once_then_falls_back() {
     let f = fixture();
     let boot = &f.boot;
     assign(boot, Some("disk"), Some("installer"));
+    dhcp_exchange(boot);
     let base = boot.http_base(Ipv4Addr::new(10, 0, 0, 2));
-    let first = boot.script(&Mac(MAC), &base);
+    let first = boot.script(&Mac(MAC), &base, Some(MACHINE_IP));
     assert!(
         first.contains(
             "kernel http://10.0.0.2:8080/images/debian/linux initrd=initrd.gz marker=installer"
@@ -173,7 +185,7 @@ fn boot_once_is_used_once_then_falls_back() {
         "{first}"
     );
     assert_eq!(boot.store().state().machines[&Mac(MAC)].once, None);
-    let second = boot.script(&Mac(MAC), &base);
+    let second = boot.script(&Mac(MAC), &base, Some(MACHINE_IP));
     assert!(
         second.contains("echo bootherd: booting disk\nexit"),
         "{second}"
@@ -185,6 +197,47 @@ fn boot_once_is_used_once_then_falls_back() {
         .map(|e| e.step)
         .collect();
     assert!(steps.contains(&Step::BootOnceUsed), "{steps:?}");
+}
+
+/// Only the machine may use up its boot-once profile: a script fetched from any other address
+/// (or before the machine's DHCP exchange told bootherd its address) is the assigned profile's,
+/// and the boot-once profile waits. Before, any host's GET used it up.
+#[test]
+fn boot_once_is_used_only_by_the_address_of_the_machines_dhcp_exchange() {
+    let f = fixture();
+    let boot = &f.boot;
+    assign(boot, Some("disk"), Some("installer"));
+    let base = boot.http_base(Ipv4Addr::new(10, 0, 0, 2));
+    for requester in [None, Some(MACHINE_IP), Some(Ipv4Addr::new(10, 0, 0, 66))] {
+        if requester == Some(MACHINE_IP) {
+            // Not known yet: the exchange is what ties the address to the MAC.
+            let early = boot.script(&Mac(MAC), &base, requester);
+            assert!(early.contains("booting disk"), "{early}");
+            dhcp_exchange(boot);
+            continue;
+        }
+        let script = boot.script(&Mac(MAC), &base, requester);
+        assert!(script.contains("booting disk"), "{requester:?}: {script}");
+        assert_eq!(
+            boot.store().state().machines[&Mac(MAC)].once,
+            Some(name("installer")),
+            "{requester:?} used up the boot-once profile"
+        );
+    }
+    let explained = boot
+        .timeline()
+        .events(&Mac(MAC))
+        .into_iter()
+        .any(|e| e.detail.contains("boot-once") && e.detail.contains("10.0.0.66"));
+    assert!(
+        explained,
+        "the timeline says why the boot-once profile waited"
+    );
+    assert!(
+        boot.script(&Mac(MAC), &base, Some(MACHINE_IP))
+            .contains("marker=installer")
+    );
+    assert_eq!(boot.store().state().machines[&Mac(MAC)].once, None);
 }
 
 #[test]

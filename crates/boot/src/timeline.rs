@@ -42,6 +42,9 @@ pub enum Step {
     ScriptFetched,
     /// The boot-once profile was used and cleared.
     BootOnceUsed,
+    /// A script was fetched from an address that is not the machine's own, so its boot-once
+    /// profile was kept (the detail says from where).
+    BootOnceKept,
     /// A file of an image (kernel, initrd) was fetched over HTTP.
     FileFetched,
 }
@@ -58,6 +61,7 @@ impl Step {
             Step::TftpRefused => "TFTP request refused",
             Step::ScriptFetched => "script fetched",
             Step::BootOnceUsed => "boot-once used",
+            Step::BootOnceKept => "boot-once kept",
             Step::FileFetched => "file fetched",
         }
     }
@@ -66,7 +70,11 @@ impl Step {
     pub fn is_problem(self) -> bool {
         matches!(
             self,
-            Step::NotAnswered | Step::CompetingServer | Step::TftpFailed | Step::TftpRefused
+            Step::NotAnswered
+                | Step::CompetingServer
+                | Step::TftpFailed
+                | Step::TftpRefused
+                | Step::BootOnceKept
         )
     }
 }

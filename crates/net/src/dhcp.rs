@@ -179,6 +179,18 @@ async fn handle_datagram(
             counters.malformed.fetch_add(1, Ordering::Relaxed);
             warn!(%source, interface = %interface.name, bytes = datagram.len(), reason = %reason, "malformed DHCP packet dropped");
         }
+        Err(Ignored::OtherServer {
+            server,
+            mac,
+            address: Some(address),
+        }) => {
+            debug!(%mac, %address, %server, "PXE client took its address from another server");
+            service.events.record(PxeEvent::AddressAccepted {
+                mac,
+                address,
+                server,
+            });
+        }
         // Ordinary DHCP traffic from non-PXE clients: the normal case on port 67.
         Err(reason) => debug!(%source, reason = %reason, "DHCP packet ignored"),
     }

@@ -34,6 +34,13 @@ pub enum PxeEvent {
         bootfile: String,
         destination: SocketAddrV4,
     },
+    /// A PXE client took `address` from the LAN's DHCP server (its REQUEST to that server, seen
+    /// because it is broadcast): its later TFTP and HTTP requests come from there.
+    AddressAccepted {
+        mac: MacAddr,
+        address: Ipv4Addr,
+        server: Ipv4Addr,
+    },
     /// The policy chose not to answer this machine.
     Declined { mac: MacAddr, reason: String },
     /// Another server on the segment offered something to boot.

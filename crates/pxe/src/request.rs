@@ -107,8 +107,15 @@ pub enum Ignored {
     MessageType(String),
     #[error("not a PXE or HTTP boot client (option 60 is {0:?})")]
     NotPxeClient(String),
-    #[error("REQUEST addressed to another server ({0}), not to us")]
-    OtherServer(Ipv4Addr),
+    /// A PXE client taking another server's offer: for the LAN's DHCP server that is the
+    /// client's address (option 50), which ties the machine's later TFTP and HTTP requests to
+    /// its MAC.
+    #[error("REQUEST addressed to another server ({server}), not to us")]
+    OtherServer {
+        server: Ipv4Addr,
+        mac: MacAddr,
+        address: Option<Ipv4Addr>,
+    },
     #[error("REQUEST without a server identifier (a lease renewal or reboot), not for a proxy")]
     Renewal,
     #[error("hardware type {0} is not Ethernet")]
@@ -272,21 +279,34 @@ pub fn classify(message: &v4::Message, arrival: Arrival) -> Result<PxeRequest, I
         Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
         _ => None,
     };
-    // A REQUEST on port 67 is the client accepting some server's address offer; it concerns
-    // us only if it names us (port 4011 requests are always ours).
-    if arrival.port == ServerPort::Dhcp && message_type == MessageType::Request {
-        match server_id {
-            Some(ip) if ip == arrival.local_ip => {}
-            Some(ip) => return Err(Ignored::OtherServer(ip)),
-            None => return Err(Ignored::Renewal),
-        }
-    }
     let chaddr = message.chaddr();
     if u8::from(message.htype()) != 1 || message.hlen() != 6 || chaddr.len() < 6 {
         return Err(Ignored::Hardware(u8::from(message.htype())));
     }
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&chaddr[..6]);
+    // A REQUEST on port 67 is the client accepting some server's address offer; it concerns
+    // us only if it names us (port 4011 requests are always ours).
+    if arrival.port == ServerPort::Dhcp && message_type == MessageType::Request {
+        match server_id {
+            Some(ip) if ip == arrival.local_ip => {}
+            Some(server) => {
+                let requested = match opts.get(OptionCode::RequestedIpAddress) {
+                    Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
+                    _ => None,
+                };
+                let address = requested
+                    .or(Some(message.ciaddr()))
+                    .filter(|ip| !ip.is_unspecified() && !ip.is_broadcast());
+                return Err(Ignored::OtherServer {
+                    server,
+                    mac: MacAddr(mac),
+                    address,
+                });
+            }
+            None => return Err(Ignored::Renewal),
+        }
+    }
 
     let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
         Some(DhcpOption::ClientSystemArchitecture(a)) => Arch::from_code(u16::from(*a)),

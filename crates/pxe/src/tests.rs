@@ -106,9 +106,17 @@ fn classifies_every_captured_firmware_request() {
                 assert!(request.relay.is_none());
             }
             // The REQUESTs on port 67 (frames 2, 5, 8) accept the LAN server's address offer.
-            Err(Ignored::OtherServer(server)) => {
+            // They name the address the client takes, which ties its later transfers to it.
+            Err(Ignored::OtherServer {
+                server,
+                mac,
+                address,
+            }) => {
                 assert!([1, 4, 7].contains(&i), "frame {i} ignored");
                 assert_eq!(server, Ipv4Addr::new(10, 77, 0, 1));
+                assert_eq!(mac, MAC, "frame {i}");
+                let address = address.unwrap_or_else(|| panic!("frame {i}: no address"));
+                assert_eq!(address.octets()[..3], [10, 77, 0], "frame {i}: {address}");
             }
             Err(other) => panic!("frame {i}: {other}"),
         }

@@ -568,10 +568,7 @@ pub(crate) fn live_steps(
         let (state, credential) = (state.clone(), credential.clone());
         async move {
             let event = loop {
-                if !credential
-                    .as_ref()
-                    .is_some_and(|c| c.user(&state).is_some())
-                {
+                if credential.as_ref().is_none_or(|c| c.user(&state).is_none()) {
                     return None;
                 }
                 match tokio::time::timeout(RECHECK, receiver.recv()).await {

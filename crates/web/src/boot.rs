@@ -76,14 +76,19 @@ pub(crate) async fn boot_script(
             "a valid Host header is required\n".into(),
         );
     };
-    if let Some(ip) = client_ip(&request) {
-        state.boot.record_address(mac, ip);
+    // HEAD is a look, not a boot: it uses up nothing and is no boot step. A GET is the
+    // machine's boot only if it comes from the address its DHCP exchange took (see
+    // `Boot::script`); the requester's address is never taken as the machine's, so no host can
+    // claim another's MAC.
+    if request.method() == axum::http::Method::HEAD {
+        return text(StatusCode::OK, state.boot.preview_script(&mac, &base));
     }
-    let body = state.boot.script(&mac, &base);
+    let requester = client_ip(&request);
+    let body = state.boot.script(&mac, &base, requester);
     let http = &state.services.http;
     http.scripts.fetch_add(1, Ordering::Relaxed);
     http.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-    info!(%mac, "iPXE script served");
+    info!(%mac, requester = ?requester, "iPXE script served");
     text(StatusCode::OK, body)
 }
 

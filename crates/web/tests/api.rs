@@ -21,6 +21,7 @@ use tower::ServiceExt;
 
 const PASSWORD: &str = "correct horse battery";
 const MAC: &str = "52:54:00:aa:bb:01";
+const MACHINE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 50);
 
 struct App {
     dir: tempfile::TempDir,
@@ -118,9 +119,28 @@ impl App {
         std::fs::read_to_string(self.dir.path().join("data/state.yaml")).unwrap_or_default()
     }
 
+    /// The script as the machine fetches it, after its DHCP exchange told bootherd its address:
+    /// the only fetch that may use up a boot-once profile.
+    async fn machine_script(&self, mac: &str) -> String {
+        let parsed: Mac = mac.parse().unwrap();
+        bootherd_pxe::EventSink::record(
+            &*self.boot,
+            bootherd_pxe::PxeEvent::AddressAccepted {
+                mac: bootherd_pxe::MacAddr(parsed.0),
+                address: MACHINE_IP,
+                server: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            },
+        );
+        self.script(mac).await
+    }
+
+    /// The script fetched from MACHINE_IP.
     async fn script(&self, mac: &str) -> String {
         let request = Request::get(format!("/boot/{mac}.ipxe"))
             .header(header::HOST, "10.0.0.2:8080")
+            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                MACHINE_IP, 40000,
+            ))))
             .body(Body::empty())
             .unwrap();
         self.send(request).await.text()
@@ -745,11 +765,33 @@ async fn assigning_a_profile_changes_the_script_and_preview_uses_nothing_up() {
             .body(Body::empty())
             .unwrap()
     };
-    // Looking at the script twice does not use up the boot-once profile...
+    // Looking at the script twice does not use up the boot-once profile, nor does HEAD or a
+    // GET from another host...
     assert!(app.send(preview()).await.text().contains("marker=inst"));
     assert!(app.send(preview()).await.text().contains("marker=inst"));
+    let head = Request::head(format!("/boot/{MAC}.ipxe"))
+        .header(header::HOST, "10.0.0.2:8080")
+        .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            MACHINE_IP, 40000,
+        ))))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(head).await.status, StatusCode::OK);
+    let stranger = Request::get(format!("/boot/{MAC}.ipxe"))
+        .header(header::HOST, "10.0.0.2:8080")
+        .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [10, 0, 0, 66],
+            40000,
+        ))))
+        .body(Body::empty())
+        .unwrap();
+    assert!(!app.send(stranger).await.text().contains("marker=inst"));
+    assert_eq!(
+        app.api(Method::GET, &uri, Body::empty()).await.json()["once"],
+        "inst"
+    );
     // ...booting does.
-    assert!(app.script(MAC).await.contains("marker=inst"));
+    assert!(app.machine_script(MAC).await.contains("marker=inst"));
     let next = app.script(MAC).await;
     assert!(
         next.contains("exit") && !next.contains("marker=inst"),
@@ -767,6 +809,8 @@ async fn assigning_a_profile_changes_the_script_and_preview_uses_nothing_up() {
     assert_eq!(
         steps,
         [
+            "script-fetched",
+            "boot-once-kept",
             "script-fetched",
             "boot-once-used",
             "script-fetched",
