@@ -64,6 +64,9 @@ pub struct Seen {
     pub last_seen: Option<SystemTime>,
 }
 
+/// Longest vendor class or GUID kept per seen machine (real ones are 32 and 34 characters).
+const SEEN_FIELD_MAX: usize = 128;
+
 #[derive(Debug)]
 pub struct Boot {
     store: Arc<Store>,
@@ -473,10 +476,13 @@ impl EventSink for Boot {
                     }
                     entry.arch = arch.to_string();
                     entry.firmware = firmware.name().to_string();
-                    entry.vendor_class = vendor_class;
-                    entry.guid = guid
-                        .map(|g| g.iter().map(|b| format!("{b:02x}")).collect())
-                        .unwrap_or_default();
+                    // What a LAN host sends is kept within a fixed size per machine.
+                    entry.vendor_class = timeline::clip(vendor_class, SEEN_FIELD_MAX);
+                    entry.guid = timeline::clip(
+                        guid.map(|g| g.iter().map(|b| format!("{b:02x}")).collect())
+                            .unwrap_or_default(),
+                        SEEN_FIELD_MAX,
+                    );
                     entry.last_seen = Some(SystemTime::now());
                 }
                 self.timeline.record(

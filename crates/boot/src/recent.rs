@@ -28,13 +28,20 @@ impl<K: Hash + Eq + Copy, V: Default> RecentMap<K, V> {
     /// The entry for `key`, created if needed (forgetting the least recently touched entry when
     /// full), and marked as touched now.
     pub(crate) fn touch(&mut self, key: K) -> &mut V {
+        self.touch_evicting(key, drop)
+    }
+
+    /// [`RecentMap::touch`], handing a forgotten entry to `evicted` (to keep totals right).
+    pub(crate) fn touch_evicting(&mut self, key: K, evicted: impl FnOnce(V)) -> &mut V {
         self.clock += 1;
         let now = self.clock;
         if let Some((touched, _)) = self.entries.get(&key) {
             self.order.remove(touched);
         } else if self.entries.len() >= self.capacity {
             if let Some((_, oldest)) = self.order.pop_first() {
-                self.entries.remove(&oldest);
+                if let Some((_, value)) = self.entries.remove(&oldest) {
+                    evicted(value);
+                }
             }
         }
         self.order.insert(now, key);
@@ -44,6 +51,18 @@ impl<K: Hash + Eq + Copy, V: Default> RecentMap<K, V> {
             .or_insert_with(|| (now, V::default()));
         entry.0 = now;
         &mut entry.1
+    }
+
+    /// The entry touched least recently.
+    pub(crate) fn oldest_mut(&mut self) -> Option<&mut V> {
+        let key = self.order.first_key_value()?.1;
+        self.entries.get_mut(key).map(|(_, v)| v)
+    }
+
+    /// Forgets the entry touched least recently.
+    pub(crate) fn pop_oldest(&mut self) -> Option<V> {
+        let (_, key) = self.order.pop_first()?;
+        self.entries.remove(&key).map(|(_, v)| v)
     }
 
     pub(crate) fn get(&self, key: &K) -> Option<&V> {

@@ -17,6 +17,12 @@ pub const PER_MACHINE: usize = 200;
 /// Machines kept. A flood of DHCP requests with made-up MAC addresses must not grow memory
 /// without bound: past this, the machine heard from least recently is forgotten.
 pub const MACHINES: usize = 4096;
+/// Longest detail kept, in bytes: details carry what LAN hosts sent (a Range header, a file
+/// name), which must not decide how much memory a step takes.
+pub const DETAIL_MAX: usize = 256;
+/// Steps kept across all machines: with [`DETAIL_MAX`] that bounds every timeline together to
+/// about 20 MiB (65,536 steps of at most 256 + 48 bytes), whatever a flood of made-up MACs does.
+pub const TOTAL_EVENTS: usize = 65_536;
 /// Steps of all machines kept for the dashboard's "recent boots".
 pub const RECENT: usize = 100;
 
@@ -99,9 +105,36 @@ pub struct MachineEvent {
     pub event: TimelineEvent,
 }
 
+/// Every machine's steps, and how many there are in all.
+#[derive(Debug)]
+struct Machines {
+    steps: RecentMap<Mac, VecDeque<TimelineEvent>>,
+    total: usize,
+}
+
+/// `detail` cut to [`DETAIL_MAX`] bytes at a character boundary, marked with an ellipsis.
+fn bounded(detail: String) -> String {
+    clip(detail, DETAIL_MAX)
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with an ellipsis.
+pub(crate) fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text.shrink_to_fit();
+    text
+}
+
 #[derive(Debug)]
 pub struct Timeline {
-    machines: Mutex<RecentMap<Mac, VecDeque<TimelineEvent>>>,
+    machines: Mutex<Machines>,
     recent: Mutex<VecDeque<MachineEvent>>,
     live: broadcast::Sender<MachineEvent>,
 }
@@ -109,7 +142,10 @@ pub struct Timeline {
 impl Default for Timeline {
     fn default() -> Self {
         Timeline {
-            machines: Mutex::new(RecentMap::new(MACHINES)),
+            machines: Mutex::new(Machines {
+                steps: RecentMap::new(MACHINES),
+                total: 0,
+            }),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             // Subscribers that fall this far behind miss steps (and are told so): a slow
             // browser must not hold memory for a boot storm's worth of events.
@@ -123,15 +159,31 @@ impl Timeline {
         let event = TimelineEvent {
             at: SystemTime::now(),
             step,
-            detail,
+            detail: bounded(detail),
         };
         {
             let mut machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
-            let events = machines.touch(mac);
+            let Machines { steps, total } = &mut *machines;
+            let events = steps.touch_evicting(mac, |forgotten| *total -= forgotten.len());
             if events.len() == PER_MACHINE {
                 events.pop_front();
+                *total -= 1;
             }
             events.push_back(event.clone());
+            *total += 1;
+            // Over the budget for all machines: the machine heard from least recently gives
+            // up its oldest steps first (the one just touched is the most recent).
+            while *total > TOTAL_EVENTS {
+                let Some(oldest) = steps.oldest_mut() else {
+                    break;
+                };
+                if oldest.pop_front().is_some() {
+                    *total -= 1;
+                }
+                if oldest.is_empty() {
+                    steps.pop_oldest();
+                }
+            }
         }
         let event = MachineEvent { mac, event };
         // No subscriber is the normal case when nobody has the UI open: no copy then.
@@ -148,6 +200,7 @@ impl Timeline {
     pub fn events(&self, mac: &Mac) -> Vec<TimelineEvent> {
         let machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
         machines
+            .steps
             .get(mac)
             .map(|e| e.iter().cloned().collect())
             .unwrap_or_default()
@@ -157,6 +210,20 @@ impl Timeline {
     pub fn recent(&self) -> Vec<MachineEvent> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().rev().cloned().collect()
+    }
+
+    /// Steps kept across all machines, and the bytes of their details.
+    pub fn footprint(&self) -> (usize, usize) {
+        let machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
+        machines
+            .steps
+            .iter()
+            .fold((0, 0), |(events, bytes), (_, steps)| {
+                (
+                    events + steps.len(),
+                    bytes + steps.iter().map(|e| e.detail.len()).sum::<usize>(),
+                )
+            })
     }
 
     /// Every step recorded from now on.
@@ -341,6 +408,46 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
 mod tests {
     use super::*;
 
+    /// What LAN hosts send ends up in details (a Range header, a file name); before, 3000
+    /// requests with a 64 KB Range header from 20 hosts kept 254 MiB. Every detail is bounded,
+    /// and so are all timelines together, however many machines a flood invents.
+    #[test]
+    fn details_and_all_timelines_together_are_bounded() {
+        let timeline = Timeline::default();
+        let huge = format!("debian/linux over HTTP ({})", "bytes=0-1,".repeat(6500));
+        for round in 0..3000u32 {
+            let host = (round % 20) as u8;
+            timeline.record(Mac([2, 0, 0, 0, 0, host]), Step::FileFetched, huge.clone());
+        }
+        let (events, bytes) = timeline.footprint();
+        assert!(
+            bytes <= events * DETAIL_MAX,
+            "{bytes} bytes in {events} events"
+        );
+        assert!(bytes < 2 << 20, "{bytes} bytes kept for 20 machines");
+        let kept = timeline.events(&Mac([2, 0, 0, 0, 0, 1]));
+        assert!(
+            kept[0]
+                .detail
+                .starts_with("debian/linux over HTTP (bytes=0-1,")
+        );
+        assert!(kept[0].detail.ends_with('…'), "a cut detail says so");
+        // Many machines, each with a full timeline: the total stays within the budget.
+        for i in 0..(MACHINES as u32) {
+            let b = i.to_be_bytes();
+            for _ in 0..40 {
+                timeline.record(
+                    Mac([2, 1, b[0], b[1], b[2], b[3]]),
+                    Step::FileFetched,
+                    huge.clone(),
+                );
+            }
+        }
+        let (events, bytes) = timeline.footprint();
+        assert!(events <= TOTAL_EVENTS, "{events} events kept");
+        assert!(bytes <= TOTAL_EVENTS * DETAIL_MAX);
+    }
+
     #[test]
     fn bounded_in_machines() {
         let timeline = Timeline::default();
@@ -352,7 +459,7 @@ mod tests {
                 String::new(),
             );
         }
-        assert_eq!(timeline.machines.lock().unwrap().len(), MACHINES);
+        assert_eq!(timeline.machines.lock().unwrap().steps.len(), MACHINES);
         // The first machines, heard from longest ago, are the ones forgotten.
         assert!(timeline.events(&Mac([2, 0, 0, 0, 0, 0])).is_empty());
         let last = (MACHINES as u32 + 9).to_be_bytes();
