@@ -724,7 +724,7 @@ fn render(cli: &Cli, tables: &[Table]) -> anyhow::Result<String> {
     )?;
     writeln!(
         out,
-        "- Settings: concurrency limits raised above the storm size for every server (bootherd `--max-transfers 4096`, atftpd `--maxthread 4096`, dnsmasq `--tftp-max=4096`); routine logging off (bootherd `RUST_LOG=warn`, dnsmasq `--quiet-tftp`/`--quiet-dhcp`, atftpd to /dev/null)"
+        "- Settings: concurrency limits raised above the storm size for every server (bootherd `--max-transfers 4096 --max-transfers-per-client 4096`, atftpd `--maxthread 4096`, dnsmasq `--tftp-max=4096`); routine logging off (bootherd `RUST_LOG=warn`, dnsmasq `--quiet-tftp`/`--quiet-dhcp`, atftpd to /dev/null)"
     )?;
     writeln!(
         out,

@@ -99,6 +99,14 @@ impl Drop for Running {
     }
 }
 
+/// Whether `bootherd tftp` of `binary` takes `flag`.
+fn knows_flag(binary: &Path, flag: &str) -> bool {
+    Command::new(binary)
+        .args(["tftp", "--help"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
+}
+
 /// Starts `peer`, confined to CPU `cpu` when one is given (with every thread and child it
 /// will have: `taskset` sets the mask before the server's first instruction).
 pub(crate) fn start(
@@ -126,7 +134,8 @@ pub(crate) fn start(
     };
     let mut command = match peer {
         Peer::Bootherd | Peer::Baseline => {
-            let mut c = program(programs.bootherd_for(peer));
+            let binary = programs.bootherd_for(peer);
+            let mut c = program(binary);
             c.args([
                 "tftp",
                 "--root",
@@ -137,6 +146,12 @@ pub(crate) fn start(
                 "4096",
             ])
             .env("RUST_LOG", "warn");
+            // Every load client runs on 127.0.0.1: one address, so the per-client share is
+            // raised with the total (builds older than the flag, measured as --baseline,
+            // have no share).
+            if knows_flag(binary, "--max-transfers-per-client") {
+                c.args(["--max-transfers-per-client", "4096"]);
+            }
             c
         }
         Peer::TftpdHpa => {

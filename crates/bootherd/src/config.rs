@@ -56,6 +56,7 @@ pub(crate) struct TftpSettings {
     pub(crate) mtu_cap: Option<bool>,
     pub(crate) max_windowsize: Option<u16>,
     pub(crate) max_transfers: Option<usize>,
+    pub(crate) max_transfers_per_client: Option<u64>,
     pub(crate) upload_dir: Option<PathBuf>,
     pub(crate) max_upload_bytes: Option<u64>,
     pub(crate) allow_overwrite: Option<bool>,
@@ -125,6 +126,12 @@ impl TftpSettings {
             anyhow::ensure!(
                 (8..=65464).contains(&blksize),
                 "{}: tftp.max_blksize {blksize} is outside 8..65464",
+                path.display()
+            );
+        }
+        if self.max_transfers_per_client == Some(0) {
+            anyhow::bail!(
+                "{}: tftp.max_transfers_per_client must be at least 1",
                 path.display()
             );
         }
@@ -255,6 +262,12 @@ impl TftpSettings {
             "max_transfers",
             tuning.max_transfers,
             t.max_transfers
+        );
+        from_file!(
+            matches,
+            "max_transfers_per_client",
+            tuning.max_transfers_per_client,
+            t.max_transfers_per_client
         );
         if let Some(dir) = &t.upload_dir {
             if !given(matches, "upload_dir") {

@@ -241,6 +241,10 @@ struct TftpTuning {
     /// Transfers running at once; more are refused with "server busy" until one ends.
     #[arg(long, default_value_t = 1024)]
     max_transfers: usize,
+    /// Concurrent transfers one client address may run; more from it are refused with
+    /// "server busy", so one host cannot take every slot.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_transfers_per_client: u64,
     /// Accept write requests into this directory (off by default: read-only server).
     #[arg(long, value_name = "DIR")]
     upload_dir: Option<PathBuf>,
@@ -280,6 +284,8 @@ impl TftpTuning {
             },
             ports,
             max_transfers: self.max_transfers,
+            max_transfers_per_client: usize::try_from(self.max_transfers_per_client)
+                .unwrap_or(usize::MAX),
             cap_blksize_to_mtu: !self.no_mtu_cap,
             threads: usize::from(self.tftp_threads),
         }

@@ -507,6 +507,45 @@ fn transfer_limit_refuses_with_server_busy() {
     first.read_to_end(reply);
 }
 
+/// One host that sends many requests and never ACKs holds at most its share of transfers; the
+/// next machine is still served. Before, 1024 such requests locked every client out for ~37 s.
+#[test]
+fn one_client_cannot_take_every_transfer_slot() {
+    let server = Server::start(&["--max-transfers", "64", "--max-transfers-per-client", "8"]);
+    let hog_ip = "127.0.0.2:0".parse().unwrap();
+    let hogs: Vec<RawClient> = (0..12)
+        .map(|_| RawClient::bound(hog_ip, server.addr))
+        .collect();
+    let mut refused = Vec::new();
+    for hog in &hogs {
+        hog.request(false, "f1048576", Mode::Octet, &[]);
+        let reply = hog.expect_recv();
+        if let Some((code, message)) = reply.error() {
+            refused.push((code, message));
+        }
+    }
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    let (code, message) = &refused[0];
+    assert_eq!(*code, 0);
+    assert!(
+        message.contains("busy")
+            && message.contains("127.0.0.2")
+            && message.contains("--max-transfers-per-client"),
+        "{message}"
+    );
+    let machine = RawClient::bound("127.0.0.3:0".parse().unwrap(), server.addr);
+    machine.request(false, "f512", Mode::Octet, &[]);
+    let reply = machine.expect_recv();
+    assert!(reply.error().is_none(), "{:?}", reply.error());
+    let log = server.process.log();
+    assert!(
+        log.contains("f1048576")
+            && log.contains("127.0.0.2")
+            && log.contains("--max-transfers-per-client"),
+        "the busy log line names file, client and fix:\n{log}"
+    );
+}
+
 #[test]
 fn uploads_land_atomically_within_limits() {
     require_program("curl", "curl");

@@ -37,10 +37,18 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Entry, LISTEN_BUFFER, Opened, Shared, TransferPorts, TransferProgress, bind_transfer_socket,
-    lock,
+    ClientShare, Entry, LISTEN_BUFFER, Opened, Shared, TransferPorts, TransferProgress,
+    bind_transfer_socket, lock,
 };
 use crate::udp::{Arrival, pktinfo, recv_with_info, send_with_info};
+
+/// The file a request names, for log lines about refusing it.
+fn requested_file(datagram: &[u8]) -> String {
+    match packet::decode(datagram) {
+        Ok(Packet::Rrq(request) | Packet::Wrq(request)) => request.filename.to_string(),
+        _ => String::new(),
+    }
+}
 
 /// A read or write request as it came in on the listener.
 struct Incoming {
@@ -55,6 +63,7 @@ struct Request {
     incoming: Incoming,
     confirmed: Arc<AtomicBool>,
     permit: OwnedSemaphorePermit,
+    share: ClientShare,
 }
 
 /// What the thread that read a datagram on the listener tells the thread running the transfer
@@ -304,6 +313,7 @@ struct Slot {
     active_id: u64,
     started: Instant,
     _permit: OwnedSemaphorePermit,
+    _share: ClientShare,
 }
 
 impl Worker {
@@ -470,24 +480,41 @@ impl Worker {
     fn begin(&mut self, incoming: Incoming, now: Instant) {
         let shared = self.shared.clone();
         let client = incoming.arrival.from;
-        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-            let limit = shared.service.config.max_transfers;
-            warn!(%client, limit, "TFTP request refused: too many transfers at once");
+        let busy = |message: String, limit: usize, why: &str| {
+            let file = requested_file(&incoming.datagram);
+            warn!(%client, file = %file, limit, reason = why, "TFTP request refused: {message}");
             shared
                 .service
                 .counters
                 .refused
                 .fetch_add(1, Ordering::Relaxed);
-            let message = format!(
-                "server busy: {limit} transfers already running; retry shortly (or raise the transfer limit)"
-            );
             shared.send_error(
                 client,
                 incoming.arrival.local,
                 ErrorCode::NotDefined,
                 &message,
             );
-            return;
+        };
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+            let limit = shared.service.config.max_transfers;
+            return busy(
+                format!(
+                    "server busy: {limit} transfers already running; retry shortly (or raise --max-transfers, tftp.max_transfers)"
+                ),
+                limit,
+                "every transfer slot is taken",
+            );
+        };
+        let per_client = shared.service.config.max_transfers_per_client;
+        let Some(share) = ClientShare::take(&shared.per_client, client.ip(), per_client) else {
+            return busy(
+                format!(
+                    "server busy: {} already runs {per_client} transfers; finish or abort those first (or raise --max-transfers-per-client, tftp.max_transfers_per_client)",
+                    client.ip()
+                ),
+                per_client,
+                "this client holds its share of transfer slots",
+            );
         };
         let id = shared.generation.fetch_add(1, Ordering::Relaxed);
         let confirmed = Arc::new(AtomicBool::new(false));
@@ -506,6 +533,7 @@ impl Worker {
             incoming,
             confirmed,
             permit,
+            share,
         };
         self.start(request, now);
     }
@@ -648,6 +676,7 @@ impl Worker {
                 active_id,
                 started: Instant::now(),
                 _permit: request.permit,
+                _share: request.share,
             },
         );
         self.service(request.id, now);

@@ -69,6 +69,9 @@ pub struct TftpConfig {
     /// Transfers running at once; further requests are refused with "server busy" rather than
     /// queued, so a client retries instead of timing out.
     pub max_transfers: usize,
+    /// Transfers one client address may run at once, so one host (a broken client, or one
+    /// sending requests it never ACKs) cannot take every slot from the machines booting.
+    pub max_transfers_per_client: usize,
     /// Caps blksize at the path MTU towards the client minus IP and UDP headers, so no DATA
     /// packet is ever fragmented (many PXE ROMs cannot reassemble).
     pub cap_blksize_to_mtu: bool,
@@ -83,6 +86,7 @@ impl Default for TftpConfig {
             transfer: TransferConfig::default(),
             ports: TransferPorts::Ephemeral,
             max_transfers: 1024,
+            max_transfers_per_client: 64,
             cap_blksize_to_mtu: true,
             threads: 0,
         }
@@ -211,9 +215,49 @@ struct Shared {
     listener: StdUdpSocket,
     table: Table,
     permits: Arc<Semaphore>,
+    /// Transfers running per client address.
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
     strangers: Mutex<ErrorRateLimiter>,
     generation: AtomicU64,
     routes: Mutex<HashMap<RouteKey, (Route, Instant)>>,
+}
+
+/// One transfer's place in its client's share, given back when the transfer ends.
+#[derive(Debug)]
+struct ClientShare {
+    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl ClientShare {
+    fn take(
+        table: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limit: usize,
+    ) -> Option<ClientShare> {
+        let mut counts = lock(table);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= limit.max(1) {
+            return None;
+        }
+        *count += 1;
+        Some(ClientShare {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.table);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -294,6 +338,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         local,
         permits: Arc::new(Semaphore::new(service.config.max_transfers.max(1))),
+        per_client: Arc::default(),
         service,
         listener: socket,
         table: Arc::default(),
