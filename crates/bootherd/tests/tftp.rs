@@ -443,6 +443,19 @@ fn single_port_mode_sends_everything_from_the_listening_port() {
     let (data, tid) = client.read_to_end(first);
     assert_eq!(tid, server.addr);
     assert_eq!(data, pattern(1 << 20));
+    // Anyone can forge an ACK for the well-known port, so the window is capped at 16 KiB:
+    // a forged RRQ and ACK 0 buy at most that (11 blocks of 1468), not 64 blocks.
+    let windowed = RawClient::new(server.addr);
+    windowed.request(
+        false,
+        "f1048576",
+        Mode::Octet,
+        &[("blksize", "1468"), ("windowsize", "64")],
+    );
+    let oack = windowed.expect_recv();
+    let text = String::from_utf8_lossy(&oack.bytes).to_string();
+    assert!(text.contains("windowsize\u{0}11\u{0}"), "{text:?}");
+    windowed.send_raw(server.addr, &[0, 5, 0, 0, b'n', b'o', 0]);
     // A stranger's ACK on the shared port is an unknown TID.
     let stranger = RawClient::new(server.addr);
     stranger.ack(server.addr, 3);

@@ -64,6 +64,13 @@ pub struct ReadTransfer {
     last_len: u16,
     /// Whether any ACK came back: until then the client's address is unproven.
     peer_acked: bool,
+    /// Whether an ACK of a DATA block came back. Until then a timeout resends one block, not
+    /// the window: ACK 0 is easily guessed, so a spoofer must not get a window per timeout.
+    data_acked: bool,
+    /// A timeout came before any DATA was acknowledged: this one block (the last one sent) is
+    /// resent instead of the window. A client that has everything re-ACKs the final block; one
+    /// that misses some ACKs the gap at once (EDK2, iPXE), so either way it answers.
+    probe: Option<u64>,
     /// Send time of the most recent packet, for RTT samples.
     last_send_at: Option<Instant>,
     /// Window start at which a duplicate ACK already caused a rewind; see `handle_ack`.
@@ -106,6 +113,8 @@ impl ReadTransfer {
             last_block,
             last_len: 0,
             peer_acked: false,
+            data_acked: false,
+            probe: None,
             last_send_at: None,
             rewound_at: None,
             error_due: None,
@@ -197,6 +206,12 @@ impl ReadTransfer {
         let lowest = self.window_start - 1;
         let acked = lowest + u64::from(wire.wrapping_sub(lowest as u16));
         if acked == lowest {
+            if self.probe.take().is_some() {
+                // The client is there and still lacks the window (EDK2 re-sends its last ACK
+                // when its own timer fires): a datagram from it buys one whole window.
+                self.rewind_to(self.window_start);
+                return;
+            }
             // Duplicate ACK. With lockstep this must be ignored: retransmitting on it is the
             // Sorcerer's Apprentice bug (RFC 1123 4.2.3.1); the timer alone retransmits. Inside
             // a window it says the first block of the window was lost (EDK2 ACKs expected-1 on
@@ -216,6 +231,8 @@ impl ReadTransfer {
             return;
         }
         self.peer_acked = true;
+        self.data_acked = true;
+        self.probe = None;
         let sample = (acked + 1 == self.next_send)
             .then_some(self.last_send_at)
             .flatten();
@@ -241,10 +258,8 @@ impl ReadTransfer {
     }
 
     fn rewind_to(&mut self, block: u64) {
+        // Netascii starts of later blocks stay: at most a window's worth, dropped as ACKs come.
         self.next_send = block;
-        if let Blocks::Netascii { starts, first } = &mut self.blocks {
-            starts.truncate((block - *first + 1) as usize);
-        }
     }
 
     /// Bytes on the wire up to and including `block`.
@@ -265,6 +280,11 @@ impl ReadTransfer {
             Expiry::NotYet => {}
             Expiry::Retransmit => match self.phase {
                 Phase::Negotiating => self.oack_due = true,
+                _ if !self.data_acked && self.peer_acked => {
+                    let last = self.highest_sent.max(self.window_start);
+                    self.probe = Some(last);
+                    self.rewind_to(last);
+                }
                 _ => self.rewind_to(self.window_start),
             },
             Expiry::GiveUp => {
@@ -308,16 +328,20 @@ impl ReadTransfer {
             }
             Phase::Sending => {
                 // Before the client's first ACK the window is one block: an RRQ with a forged
-                // source address must not make us send a window's worth to a victim.
-                let window = if self.peer_acked {
-                    u64::from(self.params.windowsize)
-                } else {
-                    1
+                // source address must not make us send a window's worth to a victim. After it
+                // the first window goes out whole (EDK2 and U-Boot ACK only full windows, so
+                // a smaller one would stall them), but until a DATA block is acknowledged a
+                // timeout resends a single block: a guessed ACK 0 buys one window, not one
+                // per retransmission.
+                let end = match self.probe {
+                    Some(block) => block + 1,
+                    None if self.peer_acked => {
+                        self.window_start + u64::from(self.params.windowsize)
+                    }
+                    None => self.window_start + 1,
                 };
                 let block = self.next_send;
-                if block >= self.window_start + window
-                    || self.last_block.is_some_and(|last| block > last)
-                {
+                if block >= end || self.last_block.is_some_and(|last| block > last) {
                     return false;
                 }
                 if let Err(e) = self.fill_data(block, out) {
@@ -418,8 +442,11 @@ impl ReadTransfer {
                     std::io::Error::other("netascii position of a resent block was not kept")
                 })?;
                 cursor.fill(self.file.as_ref(), out, blksize)?;
-                starts.truncate(index + 1);
-                starts.push_back(cursor);
+                // A resent block's successor start is known already (the same bytes encode the
+                // same way); it is kept, since the client may acknowledge past the resend.
+                if starts.len() == index + 1 {
+                    starts.push_back(cursor);
+                }
                 Ok(())
             }
         }

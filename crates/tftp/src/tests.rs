@@ -1062,3 +1062,70 @@ fn a_file_swapped_for_a_symlink_is_never_served_from_outside_the_root() {
         "served the file outside the root {leaked} times in {opens} opens"
     );
 }
+
+/// What a blind spoofer gets for two datagrams (an RRQ with a large window, then a guessed
+/// ACK 0 on single-port mode's well-known port): the first window, then only one block per
+/// retransmission until a DATA block is acknowledged. Before, the whole window was resent on
+/// every timeout: 64 × 1468 bytes, nine times (0.85 MB for 47 bytes).
+#[test]
+fn a_client_that_never_acknowledges_data_gets_one_window_and_single_block_retries() {
+    let mut now = Instant::now();
+    let cfg = config(false);
+    let mut t = start_read(
+        &pattern(1 << 20),
+        Mode::Octet,
+        &[("blksize", "1468"), ("windowsize", "64")],
+        &cfg,
+        now,
+    );
+    let mut buf = Vec::new();
+    assert!(t.poll_transmit(now, &mut buf), "OACK");
+    t.handle_packet(now, &Packet::Ack { block: 0 });
+    let mut sent = 0usize;
+    let mut datagrams = 0usize;
+    for _ in 0..1000 {
+        while t.poll_transmit(now, &mut buf) {
+            sent += buf.len();
+            datagrams += 1;
+        }
+        let Some(deadline) = t.poll_timeout() else {
+            break;
+        };
+        now = deadline;
+        t.handle_timeout(now);
+    }
+    assert!(t.outcome().is_some(), "the transfer gives up");
+    let retries = cfg.timer.max_retries as usize;
+    let bound = (64 + retries) * (1468 + 4);
+    assert!(
+        sent <= bound,
+        "{sent} bytes in {datagrams} datagrams sent to a client that never acknowledged data (bound {bound})"
+    );
+    // A client that does acknowledge data gets its full window again after a loss.
+    let mut t = start_read(
+        &pattern(1 << 20),
+        Mode::Octet,
+        &[("blksize", "1468"), ("windowsize", "8")],
+        &cfg,
+        now,
+    );
+    assert!(t.poll_transmit(now, &mut buf));
+    t.handle_packet(now, &Packet::Ack { block: 0 });
+    while t.poll_transmit(now, &mut buf) {}
+    t.handle_packet(now, &Packet::Ack { block: 8 });
+    let mut window = 0;
+    while t.poll_transmit(now, &mut buf) {
+        window += 1;
+    }
+    assert_eq!(window, 8);
+    now = t.poll_timeout().unwrap();
+    t.handle_timeout(now);
+    let mut resent = 0;
+    while t.poll_transmit(now, &mut buf) {
+        resent += 1;
+    }
+    assert_eq!(
+        resent, 8,
+        "after data was acknowledged, a timeout resends the window"
+    );
+}

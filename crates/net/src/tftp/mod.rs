@@ -265,6 +265,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Largest window (windowsize × blksize) in single-port mode: what one forged datagram can make
+/// the server send to someone else.
+const SINGLE_PORT_WINDOW_BYTES: u32 = 16 * 1024;
+
 /// How long a looked-up route is reused: routes rarely change, and probing costs a socket.
 const ROUTE_MEMORY: Duration = Duration::from_secs(60);
 
@@ -383,6 +387,12 @@ impl Shared {
         let source = arrival
             .local
             .filter(|&local| route.is_none_or(|route| route.source != Some(local)));
+        // In single-port mode the transfer's port is the well-known one, so a forged ACK 0 needs
+        // no guessing: the window it buys is kept small.
+        if service.config.ports == TransferPorts::Single {
+            config.limits.max_window_bytes =
+                config.limits.max_window_bytes.min(SINGLE_PORT_WINDOW_BYTES);
+        }
         if service.config.cap_blksize_to_mtu && asks_for_blksize(request) {
             if let Some(Route { mtu, .. }) = route {
                 let cap = mtu.saturating_sub(IP_UDP_HEADERS + DATA_HEADER);
