@@ -4,7 +4,9 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use bootherd_pxe::{Arrival, BootOffer, BootPolicy, PxeRequest, ServerPort, foreign_boot_offer, handle};
+use bootherd_pxe::{
+    Arrival, BootOffer, BootPolicy, PxeRequest, ServerPort, foreign_boot_offer, handle,
+};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug)]
@@ -12,7 +14,9 @@ struct Always;
 
 impl BootPolicy for Always {
     fn boot_offer(&self, _: &PxeRequest) -> Result<BootOffer, String> {
-        Ok(BootOffer::Tftp { filename: "undionly.kpxe".into() })
+        Ok(BootOffer::Tftp {
+            filename: "undionly.kpxe".into(),
+        })
     }
 }
 
@@ -24,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
         source: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 68),
         local_ip: Ipv4Addr::new(10, 0, 0, 1),
         ifindex: Some(2),
-        port: if selector & 1 == 0 { ServerPort::Dhcp } else { ServerPort::ProxyDhcp },
+        port: if selector & 1 == 0 {
+            ServerPort::Dhcp
+        } else {
+            ServerPort::ProxyDhcp
+        },
     };
     if let Ok((_, reply)) = handle(datagram, arrival, &Always) {
         let message = bootherd_pxe::decode_message(&reply.bytes).expect("our reply decodes");

@@ -48,7 +48,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let write = selector & 1 == 1;
-    let mode = if selector & 2 == 2 { Mode::Netascii } else { Mode::Octet };
+    let mode = if selector & 2 == 2 {
+        Mode::Netascii
+    } else {
+        Mode::Octet
+    };
     let request = Request {
         filename: "f",
         mode,
@@ -56,7 +60,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let start = Instant::now();
     let mut now = start;
-    let Ok(mut transfer) = accept(now, &request, write, &TransferConfig::default(), &Files, Uploads::Enabled(&Uploader)) else {
+    let Ok(mut transfer) = accept(
+        now,
+        &request,
+        write,
+        &TransferConfig::default(),
+        &Files,
+        Uploads::Enabled(&Uploader),
+    ) else {
         return;
     };
     let mut out = Vec::new();
