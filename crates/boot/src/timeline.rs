@@ -357,7 +357,7 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
         return Diagnosis {
             verdict: Verdict::Stopped,
             summary: format!("The bootloader transfer started but did not finish: {}.", failed.detail),
-            advice: "A timeout after the first packet is the classic firewall/NAT problem: replies come from a new port that the firewall drops. Run with --single-port (all TFTP on port 69) or open the transfer port range (--tftp-ports) in the firewall. Frequent loss on a busy link helps less with a bigger --tftp-timeout.".into(),
+            advice: "A timeout after the first packet is the classic firewall/NAT problem: replies come from a new port that the firewall drops. Run with --single-port (all TFTP on port 69), or pick a transfer port range with --port-range LO:HI and open it in the firewall. On a lossy link, --max-retries N gives clients more chances.".into(),
         };
     }
     if has(Step::TftpTransfer) {

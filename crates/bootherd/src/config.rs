@@ -392,6 +392,61 @@ mod tests {
         assert_eq!(args.dhcp_port, 67, "untouched defaults stay");
     }
 
+    /// Advice a user reads (the diagnosis on a machine's page, TFTP refusals) names flags; each
+    /// must be a flag of `bootherd serve` (it once named --tftp-ports and --tftp-timeout).
+    #[test]
+    fn advice_names_only_flags_that_exist() {
+        use clap::CommandFactory;
+        let cli = crate::Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let mut known: Vec<String> = serve
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        // Other programs' flags these files mention: curl's, for fetching an empty file.
+        known.push("--tftp-no-options".into());
+        for (file, text) in [
+            (
+                "boot/src/timeline.rs",
+                include_str!("../../boot/src/timeline.rs"),
+            ),
+            ("boot/src/lib.rs", include_str!("../../boot/src/lib.rs")),
+            (
+                "tftp/src/source.rs",
+                include_str!("../../tftp/src/source.rs"),
+            ),
+            (
+                "tftp/src/transfer.rs",
+                include_str!("../../tftp/src/transfer.rs"),
+            ),
+            (
+                "net/src/tftp/engine.rs",
+                include_str!("../../net/src/tftp/engine.rs"),
+            ),
+            ("web/src/intake.rs", include_str!("../../web/src/intake.rs")),
+            ("web/src/serve.rs", include_str!("../../web/src/serve.rs")),
+            ("web/src/api.rs", include_str!("../../web/src/api.rs")),
+        ] {
+            let mut rest = text;
+            while let Some(at) = rest.find("--") {
+                rest = &rest[at + 2..];
+                let flag: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                    .collect();
+                let flag = flag.trim_end_matches('-');
+                if flag.len() < 3 {
+                    continue;
+                }
+                let flag = format!("--{flag}");
+                assert!(
+                    known.contains(&flag),
+                    "{file} names {flag}, which `bootherd serve` does not have"
+                );
+            }
+        }
+    }
+
     #[test]
     fn typos_are_errors_with_their_line() {
         let dir = tempfile::tempdir().unwrap();
