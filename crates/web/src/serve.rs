@@ -72,7 +72,8 @@ pub async fn serve(
     let total = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_client = Arc::new(PerClient::default());
     let mut connections = tokio::task::JoinSet::new();
-    let mut warned_full = false;
+    // One warning per client flood, not one per refused connection.
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         // At the total cap, stop accepting: new connections wait in the kernel's queue.
         let permit = tokio::select! {
@@ -96,14 +97,13 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let Some(slot) = per_client.take(peer.ip(), limits.max_connections_per_client) else {
-            if !warned_full {
+            if last_warning.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10)) {
                 warn!(client = %peer.ip(), limit = limits.max_connections_per_client, "HTTP connection refused: this client already holds its share of connections (raise --http-max-connections-per-client if one host really needs more)");
-                warned_full = true;
+                last_warning = Some(std::time::Instant::now());
             }
             drop(stream);
             continue;
         };
-        warned_full = false;
         let service = {
             let router = router.clone();
             tower::service_fn(move |mut request: Request<Incoming>| {
