@@ -60,7 +60,13 @@ pub struct Seen {
     pub firmware: String,
     pub vendor_class: String,
     pub guid: String,
+    /// The address its DHCP exchange took (or the ciaddr it sent): the machine's own, which
+    /// alone may use up its boot-once profile.
     pub address: Option<Ipv4Addr>,
+    /// Where its script was last fetched from. Anyone may fetch any script, so this only ties
+    /// later HTTP and TFTP fetches from there to this machine's timeline when no DHCP exchange
+    /// says otherwise (iPXE chained from elsewhere); it never counts for boot-once.
+    pub script_from: Option<Ipv4Addr>,
     pub last_seen: Option<SystemTime>,
 }
 
@@ -200,13 +206,20 @@ impl Boot {
             );
             warn!(%mac, requester = %asked_from, known = ?known, "boot-once profile not used: the script request did not come from the machine's own address");
         }
-        self.render_script(
+        let script = self.render_script(
             mac,
             base,
             Purpose::Boot {
                 use_once: is_the_machine,
             },
-        )
+        );
+        if let Some(from) = requester {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = seen.touch(*mac);
+            entry.script_from = Some(from);
+            entry.last_seen = Some(SystemTime::now());
+        }
+        script
     }
 
     /// The script `mac` would get now, for people to look at (and for HEAD): uses up nothing
@@ -525,11 +538,17 @@ impl EventSink for Boot {
 
 impl Boot {
     /// The machine last seen at `address`.
+    /// The machine at `address`: the one whose DHCP exchange took it, else the one whose script
+    /// was last fetched from it.
     pub fn machine_at(&self, address: Ipv4Addr) -> Option<Mac> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.iter()
-            .find(|(_, s)| s.address == Some(address))
-            .map(|(mac, _)| *mac)
+        let by = |pick: fn(&Seen) -> Option<Ipv4Addr>| {
+            seen.iter()
+                .filter(|(_, s)| pick(s) == Some(address))
+                .max_by_key(|(_, s)| s.last_seen)
+                .map(|(mac, _)| *mac)
+        };
+        by(|s| s.address).or_else(|| by(|s| s.script_from))
     }
 }
 

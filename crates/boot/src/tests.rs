@@ -296,3 +296,24 @@ fn tftp_transfers_land_on_the_timeline_of_the_machine_at_that_address() {
     assert!(events[1].detail.contains("snponly.efi") && events[1].detail.contains("completed"));
     assert_eq!(boot.seen(&Mac(MAC)).unwrap().arch, "efi-x64 (7)");
 }
+
+/// A script fetch ties later fetches from its address to the machine's timeline (iPXE chained
+/// from elsewhere has no DHCP exchange here), but a DHCP exchange's address wins, and the
+/// script fetch never counts as the machine's own address.
+#[test]
+fn script_fetches_attribute_later_fetches_but_dhcp_addresses_win() {
+    let f = fixture();
+    let boot = &f.boot;
+    let base = boot.http_base(Ipv4Addr::new(10, 0, 0, 2));
+    let elsewhere = Ipv4Addr::new(10, 0, 0, 77);
+    boot.script(&Mac(MAC), &base, Some(elsewhere));
+    assert_eq!(boot.machine_at(elsewhere), Some(Mac(MAC)));
+    assert_eq!(boot.seen(&Mac(MAC)).unwrap().address, None);
+    let other = Mac([0x52, 0x54, 0, 0, 0, 2]);
+    boot.record(PxeEvent::AddressAccepted {
+        mac: MacAddr(other.0),
+        address: elsewhere,
+        server: Ipv4Addr::new(10, 0, 0, 1),
+    });
+    assert_eq!(boot.machine_at(elsewhere), Some(other));
+}

@@ -131,16 +131,20 @@ impl App {
                 server: std::net::Ipv4Addr::new(10, 0, 0, 1),
             },
         );
-        self.script(mac).await
-    }
-
-    /// The script fetched from MACHINE_IP.
-    async fn script(&self, mac: &str) -> String {
         let request = Request::get(format!("/boot/{mac}.ipxe"))
             .header(header::HOST, "10.0.0.2:8080")
             .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
                 MACHINE_IP, 40000,
             ))))
+            .body(Body::empty())
+            .unwrap();
+        self.send(request).await.text()
+    }
+
+    /// The script, fetched without connection information (from nobody in particular).
+    async fn script(&self, mac: &str) -> String {
+        let request = Request::get(format!("/boot/{mac}.ipxe"))
+            .header(header::HOST, "10.0.0.2:8080")
             .body(Body::empty())
             .unwrap();
         self.send(request).await.text()
