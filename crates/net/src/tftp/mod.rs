@@ -1,6 +1,7 @@
-//! The tokio driver around `bootherd-tftp`: receives requests, gives each transfer a task and
-//! (unless in single-port mode) its own socket, and moves datagrams and deadlines between the
-//! sockets and the state machines. All protocol decisions are made in the core.
+//! The driver around `bootherd-tftp`: epoll engine threads (see `engine`) receive requests,
+//! give each transfer (unless in single-port mode) its own socket, and move datagrams and
+//! deadlines between the sockets and the state machines. Admission (the transfer limits, in
+//! total and per client) is decided here for now; the protocol itself is the core's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
