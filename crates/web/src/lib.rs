@@ -23,6 +23,7 @@ pub mod auth;
 mod boot;
 mod files;
 mod intake;
+mod limits;
 mod metrics;
 mod pages;
 mod serve;
@@ -41,7 +42,7 @@ use rust_embed::RustEmbed;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{Auth, AuthError, TokenFile, check_password_hash, hash_password};
-pub use intake::{DEFAULT_MAX_IMAGE_FILE_BYTES, HttpLimits};
+pub use limits::{DEFAULT_MAX_IMAGE_FILE_BYTES, HttpLimits};
 pub use serve::serve;
 pub use status::Services;
 
