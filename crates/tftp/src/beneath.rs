@@ -28,7 +28,7 @@ pub enum Symlinks {
     Refuse,
 }
 
-/// Why [`open_beneath`] refused a path.
+/// Why [`Beneath::open_file`] refused a path.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BeneathError {
