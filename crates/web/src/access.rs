@@ -115,6 +115,24 @@ pub(crate) fn header_allowed(user: &User, parts: &Parts) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub(crate) Option<std::net::IpAddr>);
 
+impl ClientAddr {
+    pub(crate) fn of(extensions: &axum::http::Extensions) -> ClientAddr {
+        ClientAddr(
+            extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        )
+    }
+
+    /// The address, when it is IPv4 (machines boot over IPv4).
+    pub(crate) fn v4(self) -> Option<std::net::Ipv4Addr> {
+        match self.0 {
+            Some(std::net::IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        }
+    }
+}
+
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
@@ -122,11 +140,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<ClientAddr, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+        Ok(ClientAddr::of(&parts.extensions))
     }
 }

@@ -1,10 +1,9 @@
 //! The endpoints machines fetch while booting: unauthenticated by design (firmware cannot log
 //! in), and exposing nothing but boot material.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bootherd_boot::script::HttpBase;
@@ -13,6 +12,7 @@ use bootherd_store::Mac;
 use bootherd_tftp::{SourceError, TftpPath};
 use tracing::info;
 
+use crate::access::ClientAddr;
 use crate::{AppState, files};
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -34,19 +34,6 @@ pub(crate) fn base_from(headers: &HeaderMap) -> Option<HttpBase> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']'));
     valid.then(|| HttpBase(format!("http://{host}")))
-}
-
-/// The client's address, when the server was started with connection info (tests without a
-/// socket have none).
-fn client_ip(request: &Request) -> Option<std::net::Ipv4Addr> {
-    match request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    {
-        Some(IpAddr::V4(ip)) => Some(ip),
-        _ => None,
-    }
 }
 
 pub(crate) async fn boot_script(
@@ -83,7 +70,7 @@ pub(crate) async fn boot_script(
     if request.method() == axum::http::Method::HEAD {
         return text(StatusCode::OK, state.boot.preview_script(&mac, &base));
     }
-    let requester = client_ip(&request);
+    let requester = ClientAddr::of(request.extensions()).v4();
     let body = state.boot.script(&mac, &base, requester);
     let http = &state.services.http;
     http.scripts.fetch_add(1, Ordering::Relaxed);
@@ -101,7 +88,10 @@ pub(crate) async fn image_file(
         Ok(content) => content,
         Err(e) => return refused(&state, &e),
     };
-    if let Some(mac) = client_ip(&request).and_then(|ip| state.boot.machine_at(ip)) {
+    if let Some(mac) = ClientAddr::of(request.extensions())
+        .v4()
+        .and_then(|ip| state.boot.machine_at(ip))
+    {
         let range = request
             .headers()
             .get(header::RANGE)
