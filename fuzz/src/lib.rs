@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use bootherd_boot::Boot;
 use bootherd_store::{Machine, Profile, Store};
-use bootherd_tftp::DirSource;
+use bootherd_files::DirSource;
 
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// The content of a file outside the served directories, reachable only by a symlink.

@@ -13,10 +13,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use bootherd_files::DirSource;
 use bootherd_pxe::{BootOffer, BootPolicy, EventSink, Firmware, PxeEvent, PxeRequest};
 use bootherd_store::{Mac, Name, Profile, State, Store, UnknownMachines};
 use bootherd_tftp::{
-    DirSource, FileContent, FileSource, SourceError, TftpPath, TransferObserver, TransferReport,
+    FileContent, FileSource, SourceError, TftpPath, TransferObserver, TransferReport,
 };
 use recent::RecentMap;
 use script::HttpBase;

@@ -2,9 +2,9 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
+use bootherd_files::DirSource;
 use bootherd_pxe::{Arch, Arrival, ClientClass, MacAddr, ServerPort};
 use bootherd_store::{Machine, Store};
-use bootherd_tftp::DirSource;
 
 use super::*;
 

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use bootherd_files::DirSource;
 use bootherd_store::{Mac, Machine, Name, Profile, Store, StoreError, validate};
-use bootherd_tftp::{DirSource, FileSource, TftpPath};
+use bootherd_tftp::{FileSource, TftpPath};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bootherd_net::{TftpConfig, TftpCounters, TftpService, TransferPorts};
+use bootherd_files::DirUploads;
+use bootherd_net::{TftpConfig, TftpService, TransferPorts};
+use bootherd_telemetry::{ActiveTransfers, TftpCounters};
 use bootherd_tftp::{
-    DirUploads, FileSource, NegotiationLimits, TimerConfig, TransferConfig, TransferObserver,
-    UploadTarget,
+    FileSource, NegotiationLimits, TimerConfig, TransferConfig, TransferObserver, UploadTarget,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -300,7 +301,7 @@ impl TftpTuning {
             source,
             uploads: self.uploads()?,
             counters: Arc::new(TftpCounters::default()),
-            active: Arc::new(bootherd_net::ActiveTransfers::default()),
+            active: Arc::new(ActiveTransfers::default()),
             observer,
         })
     }

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bootherd_boot::Boot;
-use bootherd_net::{DhcpCounters, DhcpService, Interfaces, Selection};
+use bootherd_files::DirSource;
+use bootherd_net::{DhcpService, Interfaces, Selection};
 use bootherd_pxe::ServerPort;
 use bootherd_store::Store;
-use bootherd_tftp::{DirSource, FileSource, FirstOf};
+use bootherd_telemetry::DhcpCounters;
+use bootherd_tftp::{FileSource, FirstOf};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -215,7 +217,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             format!("cannot listen for HTTP on {http_addr} (pass --http-port PORT)")
         })?;
     let shutdown = CancellationToken::new();
-    let mut status = bootherd_web::Services::default();
+    let mut status = bootherd_telemetry::Services::default();
     status.interfaces = Some(dhcp.interfaces.clone());
     status.dhcp = Some(dhcp.counters.clone());
     status.tftp = Some(tftp.counters.clone());

@@ -5,29 +5,17 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use bootherd_pxe::{
     self as pxe, BootPolicy, EventSink, Ignored, PxeEvent, ServerPort, foreign_boot_offer,
 };
+use bootherd_telemetry::DhcpCounters;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::interfaces::Interfaces;
 use crate::udp::{Arrival, PktSocket};
-
-/// Counters for the dashboard and metrics.
-#[derive(Debug, Default)]
-pub struct DhcpCounters {
-    pub requests: AtomicU64,
-    pub offers: AtomicU64,
-    pub acks: AtomicU64,
-    pub declined: AtomicU64,
-    pub malformed: AtomicU64,
-    pub competing: AtomicU64,
-    /// Offers and ACKs sent, by client architecture (`Arch::name`).
-    pub by_arch: crate::tftp::LabelCounts,
-}
 
 /// What the responder needs from the rest of bootherd.
 #[derive(Debug, Clone)]

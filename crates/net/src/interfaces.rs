@@ -145,6 +145,20 @@ impl Interfaces {
     }
 }
 
+impl bootherd_telemetry::InterfaceList for Interfaces {
+    fn current(&self) -> Vec<bootherd_telemetry::InterfaceState> {
+        self.with_current(|all| {
+            all.iter()
+                .map(|i| bootherd_telemetry::InterfaceState {
+                    name: i.name.clone(),
+                    addresses: i.addresses.clone(),
+                    up: i.up,
+                })
+                .collect()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,6 @@ pub mod interfaces;
 pub mod tftp;
 pub mod udp;
 
-pub use dhcp::{DhcpCounters, DhcpService, serve as serve_dhcp, watch_competitors};
+pub use dhcp::{DhcpService, serve as serve_dhcp, watch_competitors};
 pub use interfaces::{Interfaces, Selection};
-pub use tftp::{
-    ActiveTransfers, LabelCounts, TftpConfig, TftpCounters, TftpService, TransferPorts,
-    TransferProgress, serve as serve_tftp,
-};
+pub use tftp::{TftpConfig, TftpService, TransferPorts, serve as serve_tftp};

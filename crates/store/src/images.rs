@@ -3,11 +3,12 @@
 //! (temporary name, fsync, rename); the manifest is updated afterwards, atomically too, so a
 //! file is never listed before it is complete.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use bootherd_files::landing::{Landing, Purpose, Replace};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -99,7 +100,7 @@ impl Images {
     pub(crate) fn remove_stale_temps(&self) {
         for entry in fs::read_dir(&self.root).into_iter().flatten().flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                persist::remove_stale_temps(&entry.path());
+                bootherd_files::landing::remove_stale_temps(&entry.path());
             }
         }
     }
@@ -191,45 +192,16 @@ impl Images {
             source,
         })?;
         let target = dir.join(file_name);
-        // Unique per import, not just per process: two uploads of one file may run at once
-        // (the last to finish wins, each whole).
-        let temp = dir.join(persist::temp_name(file_name, ".import-"));
         let io_error = |source| StoreError::Io {
             path: target.clone(),
             source,
         };
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temp)?;
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n])?;
-                size += n as u64;
-            }
-            file.sync_all()?;
-            Ok((size, hex(&hasher.finalize())))
-        })();
-        let (size, sha256) = match written {
-            Ok(done) => done,
-            Err(e) => {
-                let _ = fs::remove_file(&temp);
-                return Err(io_error(e));
-            }
-        };
+        // Two uploads of one file may run at once: each lands whole, the last to finish wins.
+        let mut landing = Landing::start(&target, Purpose::Import, None).map_err(io_error)?;
+        let (size, sha256) =
+            copy_hashing(&mut reader, landing.file().map_err(io_error)?).map_err(io_error)?;
         let _guard = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        fs::rename(&temp, &target).map_err(io_error)?;
+        landing.land(Replace::Allowed).map_err(io_error)?;
         let entry = ImageFile {
             name: file_name.to_string(),
             size,
@@ -282,16 +254,23 @@ impl Images {
 }
 
 fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut file = File::open(path)?;
+    copy_hashing(&mut File::open(path)?, io::sink())
+}
+
+/// Copies `reader` into `writer`, returning the size and sha256 of what passed.
+fn copy_hashing(reader: &mut impl Read, mut writer: impl Write) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         hasher.update(&buf[..n]);
+        writer.write_all(&buf[..n])?;
         size += n as u64;
     }
     Ok((size, hex(&hasher.finalize())))

@@ -96,7 +96,7 @@ impl Store {
             source,
         })?;
         let state_path = dir.join(STATE_FILE);
-        persist::remove_stale_temps(dir);
+        bootherd_files::landing::remove_stale_temps(dir);
         let images = Images::new(dir.join("images"))?;
         images.remove_stale_temps();
         let file_stamp = stamp(&state_path);

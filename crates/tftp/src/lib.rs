@@ -9,10 +9,9 @@
 //! and come out through `poll_transmit`; time goes in as `now`; the next deadline comes out of
 //! `poll_timeout`. That makes every behaviour testable without a network and without waiting
 //! (see the tests in `tests.rs`), and leaves the choice of sockets, ports and runtime to the
-//! driver in `bootherd-net`. The only I/O is in [`source`]: the directory-backed file source and
-//! upload target, reached through traits.
+//! driver in `bootherd-net`. Files are reached through the [`source`] traits only; the
+//! directory implementations are in `bootherd-files`. `clippy.toml` forbids the clock here.
 
-pub mod beneath;
 pub mod netascii;
 pub mod options;
 pub mod packet;
@@ -29,8 +28,7 @@ pub use options::{NegotiationLimits, RequestedOptions};
 pub use packet::{DecodeError, ErrorCode, Mode, Packet, Request};
 pub use read::ReadTransfer;
 pub use source::{
-    DirSource, DirUploads, FileContent, FileSource, FirstOf, SourceError, TftpPath, UploadSink,
-    UploadTarget,
+    FileContent, FileSource, FirstOf, PathError, SourceError, TftpPath, UploadSink, UploadTarget,
 };
 pub use timer::TimerConfig;
 pub use transfer::{

@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use bootherd_tftp::beneath::{Beneath, BeneathError, Symlinks};
+use bootherd_files::beneath::{Beneath, BeneathError, Symlinks};
 use futures_util::{Stream, StreamExt};
 
 use crate::HttpLimits;

@@ -27,7 +27,6 @@ mod limits;
 mod metrics;
 mod pages;
 mod serve;
-pub mod status;
 mod views;
 
 use std::sync::Arc;
@@ -42,9 +41,10 @@ use rust_embed::RustEmbed;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{Auth, AuthError, TokenFile, check_password_hash, hash_password};
+/// What the running services report (counters, transfers, listeners); the binary fills it in.
+pub use bootherd_telemetry::Services;
 pub use limits::{DEFAULT_MAX_IMAGE_FILE_BYTES, HttpLimits};
 pub use serve::serve;
-pub use status::Services;
 
 #[derive(Debug, Clone)]
 pub struct AppState {

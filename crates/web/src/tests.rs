@@ -3,8 +3,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use bootherd_boot::Boot;
+use bootherd_files::DirSource;
 use bootherd_store::{Machine, Profile, Store};
-use bootherd_tftp::DirSource;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 

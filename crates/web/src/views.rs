@@ -10,7 +10,7 @@ use bootherd_boot::{Boot, Decision, Seen};
 use bootherd_store::{Image, Mac, Machine, Name, Profile, State, UnknownMachines};
 use serde::Serialize;
 
-use crate::status::{Listener, Services};
+use bootherd_telemetry::{Listener, Services};
 
 pub(crate) fn time(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()

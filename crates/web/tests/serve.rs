@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bootherd_boot::Boot;
+use bootherd_files::DirSource;
 use bootherd_store::Store;
-use bootherd_tftp::DirSource;
 use bootherd_web::{AppState, Auth, HttpLimits, Services, TokenFile, router};
 use tokio_util::sync::CancellationToken;
 

@@ -36,9 +36,10 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
 
+use bootherd_telemetry::TransferProgress;
+
 use super::{
-    ClientShare, Entry, LISTEN_BUFFER, Opened, Shared, TransferPorts, TransferProgress,
-    bind_transfer_socket, lock,
+    ClientShare, Entry, LISTEN_BUFFER, Opened, Shared, TransferPorts, bind_transfer_socket, lock,
 };
 use crate::udp::{Arrival, pktinfo, recv_with_info, send_with_info};
 
@@ -1013,7 +1014,7 @@ mod tests {
     use std::net::UdpSocket;
     use std::time::Duration;
 
-    use bootherd_tftp::DirSource;
+    use bootherd_files::DirSource;
     use tokio_util::sync::CancellationToken;
 
     use super::super::{TftpConfig, TftpService, TransferPorts, serve};
@@ -1022,7 +1023,7 @@ mod tests {
     /// A server on 127.0.0.1 serving one 100-byte file, `small`.
     struct TestServer {
         addr: SocketAddr,
-        counters: Arc<super::super::TftpCounters>,
+        counters: Arc<bootherd_telemetry::TftpCounters>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<io::Result<()>>,
         _dir: tempfile::TempDir,
@@ -1056,7 +1057,7 @@ mod tests {
 
         /// Waits (boundedly) until `completed` transfers have finished, checks the count and
         /// stops the server.
-        async fn stop_after(self, completed: u64) -> Arc<super::super::TftpCounters> {
+        async fn stop_after(self, completed: u64) -> Arc<bootherd_telemetry::TftpCounters> {
             for _ in 0..300 {
                 if self.counters.completed.load(Ordering::Relaxed) == completed {
                     break;

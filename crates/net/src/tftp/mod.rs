@@ -3,14 +3,15 @@
 //! deadlines between the sockets and the state machines. Admission (the transfer limits, in
 //! total and per client) is decided here for now; the protocol itself is the core's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use bootherd_telemetry::{ActiveTransfers, TftpCounters};
 use bootherd_tftp::packet::{self, ErrorCode, MAX_BLKSIZE, MIN_BLKSIZE};
 use bootherd_tftp::{
     ErrorRateLimiter, FileSource, Packet, Refusal, Transfer, TransferConfig, TransferObserver,
@@ -91,75 +92,6 @@ impl Default for TftpConfig {
             cap_blksize_to_mtu: true,
             threads: 0,
         }
-    }
-}
-
-/// Counters the dashboard and metrics read.
-#[derive(Debug, Default)]
-pub struct TftpCounters {
-    pub started: AtomicU64,
-    pub completed: AtomicU64,
-    pub failed: AtomicU64,
-    pub refused: AtomicU64,
-    pub bytes: AtomicU64,
-    pub retransmits: AtomicU64,
-    pub active: AtomicU64,
-    /// Finished transfers by outcome (`Outcome::kind`).
-    pub outcomes: LabelCounts,
-    /// Refused requests by TFTP error code (`ErrorCode::name`).
-    pub refusals: LabelCounts,
-}
-
-/// Counters by a label from a small fixed set (outcome, error code, architecture); touched
-/// once per transfer or offer, not per packet, so a lock is cheap enough.
-#[derive(Debug, Default)]
-pub struct LabelCounts(Mutex<BTreeMap<&'static str, u64>>);
-
-impl LabelCounts {
-    pub fn add(&self, label: &'static str) {
-        *lock(&self.0).entry(label).or_default() += 1;
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        lock(&self.0).clone()
-    }
-}
-
-/// A transfer in progress, as the dashboard shows it.
-#[derive(Debug)]
-pub struct TransferProgress {
-    pub client: SocketAddr,
-    pub file: String,
-    pub write: bool,
-    /// The file's size when known (reads, and writes that sent tsize).
-    pub size: Option<u64>,
-    pub started: SystemTime,
-    /// Bytes acknowledged (read) or received (write) so far.
-    pub bytes: AtomicU64,
-}
-
-/// The transfers running right now. Each transfer updates its own counter (one relaxed store
-/// per packet); the map itself is touched only at the start and end of a transfer.
-#[derive(Debug, Default)]
-pub struct ActiveTransfers {
-    next: AtomicU64,
-    running: Mutex<BTreeMap<u64, Arc<TransferProgress>>>,
-}
-
-impl ActiveTransfers {
-    pub fn list(&self) -> Vec<Arc<TransferProgress>> {
-        lock(&self.running).values().cloned().collect()
-    }
-
-    fn add(&self, progress: TransferProgress) -> (u64, Arc<TransferProgress>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let progress = Arc::new(progress);
-        lock(&self.running).insert(id, progress.clone());
-        (id, progress)
-    }
-
-    fn remove(&self, id: u64) {
-        lock(&self.running).remove(&id);
     }
 }
 

@@ -1,13 +1,13 @@
-//! Where uploads go: the [`UploadTarget`] and [`UploadSink`] traits, and [`DirUploads`], which
-//! lands each upload whole or not at all in one directory.
+//! [`DirUploads`]: TFTP uploads into one directory, each landing whole or not at all
+//! (see [`crate::landing`]).
 
-use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-use super::{SourceError, TftpPath};
+use bootherd_tftp::{SourceError, TftpPath, UploadSink, UploadTarget};
+
+use crate::landing::{Landing, Purpose, Replace};
 
 /// Resolves `path` under `root` and refuses anything that ends up outside it once symlinks are
 /// followed. `root` must already be canonical. Used for the upload directory's folders; files
@@ -26,25 +26,6 @@ fn resolve_inside(
         });
     }
     Ok(resolved)
-}
-
-/// Receives one upload. Dropping a sink without [`UploadSink::commit`] discards everything it
-/// received: an upload lands whole or not at all.
-pub trait UploadSink: Send + fmt::Debug {
-    fn write(&mut self, data: &[u8]) -> Result<(), SourceError>;
-    /// Makes the upload visible under its final name, atomically.
-    fn commit(self: Box<Self>) -> Result<(), SourceError>;
-}
-
-/// Accepts write requests.
-pub trait UploadTarget: Send + Sync + fmt::Debug {
-    /// `announced_size` is the client's `tsize`, when it sent one, so an oversized upload can be
-    /// refused before any data moves.
-    fn create(
-        &self,
-        path: &TftpPath,
-        announced_size: Option<u64>,
-    ) -> Result<Box<dyn UploadSink>, SourceError>;
 }
 
 /// Stores uploads in one directory: each lands in a hidden temporary file, is flushed to disk,
@@ -105,7 +86,12 @@ impl UploadTarget for DirUploads {
         };
         let parent = match parent_rel {
             Some(parent) => {
-                let parent_path = TftpPath(parent.to_string());
+                // The parent of a valid path is itself valid.
+                let parent_path =
+                    TftpPath::parse(parent).map_err(|e| SourceError::AccessDenied {
+                        path: path.to_string(),
+                        reason: e.to_string(),
+                    })?;
                 resolve_inside(&self.dir, &parent_path, AREA_UPLOADS).map_err(|e| match e {
                     SourceError::NotFound { .. } => SourceError::AccessDenied {
                         path: path.to_string(),
@@ -131,61 +117,30 @@ impl UploadTarget for DirUploads {
             }
             _ => {}
         }
-        let (temp_path, file) =
-            create_temp(&parent, name).map_err(|e| SourceError::from_io(path, AREA_UPLOADS, e))?;
+        let landing = Landing::start(&target, Purpose::Upload, None)
+            .map_err(|e| SourceError::from_io(path, AREA_UPLOADS, e))?;
         Ok(Box::new(DirUpload {
             display: path.to_string(),
-            temp_path,
-            target,
-            file: Some(file),
+            landing,
             written: 0,
             max_bytes: self.max_bytes,
-            overwrite: self.overwrite,
+            replace: if self.overwrite {
+                Replace::Allowed
+            } else {
+                Replace::Never
+            },
         }))
     }
 }
 
-fn create_temp(parent: &Path, name: &str) -> io::Result<(PathBuf, File)> {
-    loop {
-        let candidate = parent.join(format!(".{name}.upload-{:016x}", random_u64()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&candidate)
-        {
-            Ok(file) => return Ok((candidate, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Enough randomness for temporary-file names, without a dependency: the hasher's per-process
-/// random keys mixed with the time and a counter.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    hasher.finish()
-}
-
+/// One upload in progress; dropped without `commit`, its temporary file goes with it.
 #[derive(Debug)]
 struct DirUpload {
     display: String,
-    temp_path: PathBuf,
-    target: PathBuf,
-    file: Option<File>,
+    landing: Landing,
     written: u64,
     max_bytes: u64,
-    overwrite: bool,
+    replace: Replace,
 }
 
 impl DirUpload {
@@ -207,61 +162,37 @@ impl UploadSink for DirUpload {
                 limit: self.max_bytes,
             });
         }
-        let file = self.file.as_mut().ok_or_else(|| SourceError::Io {
-            path: self.display.clone(),
-            source: io::Error::other("upload already finished"),
-        })?;
-        if let Err(e) = file.write_all(data) {
+        if let Err(e) = self.landing.file().and_then(|file| file.write_all(data)) {
             return Err(self.io_error(e));
         }
         self.written = size;
         Ok(())
     }
 
-    fn commit(mut self: Box<Self>) -> Result<(), SourceError> {
-        let Some(file) = self.file.take() else {
-            return Err(self.io_error(io::Error::other("upload already finished")));
-        };
-        file.sync_all().map_err(|e| self.io_error(e))?;
-        drop(file);
-        if self.overwrite {
-            fs::rename(&self.temp_path, &self.target).map_err(|e| self.io_error(e))?;
-        } else {
-            // A hard link fails if the name was taken while the upload ran, where a rename would
-            // silently replace the other file.
-            match fs::hard_link(&self.temp_path, &self.target) {
-                Ok(()) => {
-                    let _ = fs::remove_file(&self.temp_path);
+    fn commit(self: Box<Self>) -> Result<(), SourceError> {
+        let DirUpload {
+            display,
+            landing,
+            replace,
+            ..
+        } = *self;
+        landing.land(replace).map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                SourceError::AlreadyExists { path: display }
+            } else {
+                SourceError::Io {
+                    path: display,
+                    source,
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(SourceError::AlreadyExists {
-                        path: self.display.clone(),
-                    });
-                }
-                Err(e) => return Err(self.io_error(e)),
             }
-        }
-        // The rename is durable only once the directory entry is on disk.
-        if let Some(parent) = self.target.parent() {
-            if let Ok(dir) = File::open(parent) {
-                let _ = dir.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for DirUpload {
-    fn drop(&mut self) {
-        // Also runs after a successful commit, when the temporary name is already gone.
-        let _ = fs::remove_file(&self.temp_path);
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::ErrorCode;
+    use bootherd_tftp::ErrorCode;
 
     #[test]
     fn uploads_land_whole_or_not_at_all() {

@@ -1,12 +1,15 @@
-//! What the dashboard knows about the running servers: their listeners, counters and
-//! transfers. The binary fills this in as it binds sockets and starts services.
+//! What the dashboard knows about the running servers: their listeners, the interfaces they
+//! serve, their counters and transfers. The binary fills this in as it binds sockets and
+//! starts services.
 
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use bootherd_net::{ActiveTransfers, DhcpCounters, Interfaces, TftpCounters};
+use crate::counters::{DhcpCounters, HttpCounters, TftpCounters};
+use crate::lock;
+use crate::transfers::ActiveTransfers;
 
 /// A socket a service listens on.
 #[derive(Debug)]
@@ -20,32 +23,31 @@ pub struct Listener {
 impl Listener {
     /// None while healthy, else what went wrong.
     pub fn state(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.failure).clone()
     }
 
     pub fn failed(&self, reason: String) {
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        *lock(&self.failure) = Some(reason);
     }
 }
 
-/// HTTP boot endpoint counters.
-#[derive(Debug, Default)]
-pub struct HttpCounters {
-    pub scripts: AtomicU64,
-    pub files: AtomicU64,
-    /// Body bytes of scripts and image files served.
-    pub bytes: AtomicU64,
-    /// Requests for scripts or files that do not exist.
-    pub not_found: AtomicU64,
+/// One interface the DHCP responder serves, as shown on the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceState {
+    pub name: String,
+    pub addresses: Vec<Ipv4Addr>,
+    pub up: bool,
+}
+
+/// The interfaces served now; implemented by the driver that selects them.
+pub trait InterfaceList: Send + Sync + fmt::Debug {
+    fn current(&self) -> Vec<InterfaceState>;
 }
 
 #[derive(Debug)]
 pub struct Services {
     pub started: SystemTime,
-    pub interfaces: Option<Arc<Interfaces>>,
+    pub interfaces: Option<Arc<dyn InterfaceList>>,
     pub dhcp: Option<Arc<DhcpCounters>>,
     pub tftp: Option<Arc<TftpCounters>>,
     pub transfers: Option<Arc<ActiveTransfers>>,
@@ -75,17 +77,11 @@ impl Services {
             address,
             failure: Mutex::new(None),
         });
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(listener.clone());
+        lock(&self.listeners).push(listener.clone());
         listener
     }
 
     pub fn listeners(&self) -> Vec<Arc<Listener>> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.listeners).clone()
     }
 }
