@@ -420,8 +420,16 @@ mod tests {
                 include_str!("../../tftp/src/transfer.rs"),
             ),
             (
-                "net/src/tftp/engine.rs",
-                include_str!("../../net/src/tftp/engine.rs"),
+                "tftp/src/endpoint.rs",
+                include_str!("../../tftp/src/endpoint.rs"),
+            ),
+            (
+                "net/src/tftp/engine/worker.rs",
+                include_str!("../../net/src/tftp/engine/worker.rs"),
+            ),
+            (
+                "files/src/uploads.rs",
+                include_str!("../../files/src/uploads.rs"),
             ),
             ("web/src/intake.rs", include_str!("../../web/src/intake.rs")),
             ("web/src/serve.rs", include_str!("../../web/src/serve.rs")),

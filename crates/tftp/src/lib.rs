@@ -12,6 +12,7 @@
 //! driver in `bootherd-net`. Files are reached through the [`source`] traits only; the
 //! directory implementations are in `bootherd-files`. `clippy.toml` forbids the clock here.
 
+pub mod endpoint;
 pub mod netascii;
 pub mod options;
 pub mod packet;
@@ -24,6 +25,10 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+pub use endpoint::{
+    Busy, Endpoint, EndpointConfig, ListenerEvent, NewRequest, PortGuard, Running, Stray,
+    StrayCause, TransferId,
+};
 pub use options::{NegotiationLimits, RequestedOptions};
 pub use packet::{DecodeError, ErrorCode, Mode, Packet, Request};
 pub use read::ReadTransfer;

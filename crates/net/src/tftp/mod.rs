@@ -1,29 +1,25 @@
 //! The driver around `bootherd-tftp`: epoll engine threads (see `engine`) receive requests,
 //! give each transfer (unless in single-port mode) its own socket, and move datagrams and
-//! deadlines between the sockets and the state machines. Admission (the transfer limits, in
-//! total and per client) is decided here for now; the protocol itself is the core's.
+//! deadlines between the sockets and the state machines. What a datagram on the listening port
+//! means (new request, retransmission, restart, stranger) and who is admitted is decided by
+//! the core's `Endpoint`; this module holds what the engine threads share.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bootherd_telemetry::{ActiveTransfers, TftpCounters};
-use bootherd_tftp::packet::{self, ErrorCode, MAX_BLKSIZE, MIN_BLKSIZE};
+use bootherd_tftp::packet::{self, ErrorCode, MAX_BLKSIZE};
 use bootherd_tftp::{
-    ErrorRateLimiter, FileSource, Packet, Refusal, Transfer, TransferConfig, TransferObserver,
-    UploadTarget, Uploads, accept,
+    Endpoint, EndpointConfig, FileSource, TransferConfig, TransferObserver, UploadTarget,
 };
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::udp::{
-    Arrival, Route, bind_transfer, pktinfo, prepare_listener, route_to, send_with_info,
-};
+use crate::udp::{Route, pktinfo, prepare_listener, route_to, send_with_info};
 
 mod engine;
 
@@ -82,6 +78,19 @@ pub struct TftpConfig {
     pub threads: usize,
 }
 
+impl TftpConfig {
+    /// What the core's `Endpoint` decides with.
+    fn endpoint(&self) -> EndpointConfig {
+        EndpointConfig {
+            transfer: self.transfer,
+            max_transfers: self.max_transfers,
+            max_transfers_per_client: self.max_transfers_per_client,
+            single_port: self.ports == TransferPorts::Single,
+            cap_blksize_to_mtu: self.cap_blksize_to_mtu,
+        }
+    }
+}
+
 impl Default for TftpConfig {
     fn default() -> Self {
         TftpConfig {
@@ -112,32 +121,9 @@ pub struct TftpService {
 const LISTEN_BUFFER: usize = MAX_BLKSIZE as usize + 4;
 /// Receive queue asked for the listening socket (see `serve`).
 const LISTENER_QUEUE_BYTES: usize = 4 << 20;
-/// IPv4 + UDP headers, subtracted from the MTU for the blksize cap.
-const IP_UDP_HEADERS: u32 = 20 + 8;
-/// TFTP DATA header.
-const DATA_HEADER: u32 = 4;
 
-struct Entry {
-    request: Vec<u8>,
-    /// The engine thread running the transfer, and the transfer's id there.
-    worker: usize,
-    generation: u64,
-    /// Set once the client has answered our first reply: from then on an identical request
-    /// from the same address and port is a new transfer, not a lost-reply retransmission
-    /// (clients reuse ports quickly during a boot storm).
-    confirmed: Arc<AtomicBool>,
-}
-
-type Table = Arc<Mutex<HashMap<SocketAddr, Entry>>>;
 /// Local address and peer a route was looked up for.
 type RouteKey = (Option<Ipv4Addr>, IpAddr);
-
-/// An accepted request; the engine gives it a socket.
-struct Opened {
-    transfer: Transfer,
-    /// The source address to set on every datagram; `None` when routing picks it anyway.
-    source: Option<Ipv4Addr>,
-}
 
 /// Shared by the engine threads.
 struct Shared {
@@ -146,61 +132,18 @@ struct Shared {
     service: TftpService,
     /// Non-blocking, IP_PKTINFO; read by the engine thread that owns it, written by all.
     listener: StdUdpSocket,
-    table: Table,
-    permits: Arc<Semaphore>,
-    /// Transfers running per client address.
-    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    strangers: Mutex<ErrorRateLimiter>,
-    generation: AtomicU64,
+    /// The client table and admission; locked once per datagram on the listening port and
+    /// once when a transfer is confirmed or ends.
+    endpoint: Mutex<Endpoint>,
+    /// The endpoint's configuration, read without its lock to open transfers.
+    endpoint_config: EndpointConfig,
     routes: Mutex<HashMap<RouteKey, (Route, Instant)>>,
-}
-
-/// One transfer's place in its client's share, given back when the transfer ends.
-#[derive(Debug)]
-struct ClientShare {
-    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl ClientShare {
-    fn take(
-        table: &Arc<Mutex<HashMap<IpAddr, usize>>>,
-        ip: IpAddr,
-        limit: usize,
-    ) -> Option<ClientShare> {
-        let mut counts = lock(table);
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= limit.max(1) {
-            return None;
-        }
-        *count += 1;
-        Some(ClientShare {
-            table: table.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ClientShare {
-    fn drop(&mut self) {
-        let mut counts = lock(&self.table);
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Nothing holds these locks across a panic-prone section; recover rather than cascade.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-/// Largest window (windowsize × blksize) in single-port mode: what one forged datagram can make
-/// the server send to someone else.
-const SINGLE_PORT_WINDOW_BYTES: u32 = 16 * 1024;
 
 /// How long a looked-up route is reused: routes rarely change, and probing costs a socket.
 const ROUTE_MEMORY: Duration = Duration::from_secs(60);
@@ -221,22 +164,6 @@ impl Shared {
         }
         routes.insert(key, (route, now));
         Some(route)
-    }
-
-    /// Sends an ERROR to someone who is not a client of a running transfer, within the rate
-    /// limit. Never answers an ERROR with an ERROR (RFC 1350 §7).
-    fn reply_to_stranger(
-        &self,
-        to: SocketAddr,
-        from: Option<Ipv4Addr>,
-        code: ErrorCode,
-        message: &str,
-    ) {
-        if !lock(&self.strangers).allow(Instant::now()) {
-            debug!(%to, %code, message, "ERROR reply suppressed by rate limit");
-            return;
-        }
-        self.send_error(to, from, code, message);
     }
 
     /// Sends an ERROR from the listening port. Not retried: a full send buffer loses it like
@@ -272,15 +199,13 @@ pub async fn serve(
     }
     let local = socket.local_addr()?;
     info!(%local, ports = ?service.config.ports, uploads = service.uploads.is_some(), "TFTP server listening");
+    let endpoint_config = service.config.endpoint();
     let shared = Arc::new(Shared {
         local,
-        permits: Arc::new(Semaphore::new(service.config.max_transfers.max(1))),
-        per_client: Arc::default(),
         service,
         listener: socket,
-        table: Arc::default(),
-        strangers: Mutex::new(ErrorRateLimiter::default()),
-        generation: AtomicU64::new(0),
+        endpoint: Mutex::new(Endpoint::new(endpoint_config)),
+        endpoint_config,
         routes: Mutex::default(),
     });
     let engine = Engine::start(&shared)?;
@@ -294,113 +219,4 @@ pub async fn serve(
     }
     info!(%local, "TFTP server stopped");
     Ok(())
-}
-
-impl Shared {
-    /// Removes the table entry of transfer `generation`, unless a newer transfer for the same
-    /// client replaced it.
-    fn forget(&self, client: SocketAddr, generation: u64) {
-        let mut table = lock(&self.table);
-        if table
-            .get(&client)
-            .is_some_and(|entry| entry.generation == generation)
-        {
-            table.remove(&client);
-        }
-    }
-
-    /// Accepts a request. Opening is cheap by the FileSource contract (no bulk reads), so it runs on the engine
-    /// thread.
-    fn open(&self, request: &[u8], write: bool, arrival: &Arrival) -> Result<Opened, Refusal> {
-        let service = &self.service;
-        let mut config = service.config.transfer;
-        let route = self.route(arrival.local, arrival.from);
-        // Replies must come from the address the request went to; say so per datagram only
-        // where routing would not pick it anyway.
-        let source = arrival
-            .local
-            .filter(|&local| route.is_none_or(|route| route.source != Some(local)));
-        // In single-port mode the transfer's port is the well-known one, so a forged ACK 0 needs
-        // no guessing: the window it buys is kept small.
-        if service.config.ports == TransferPorts::Single {
-            config.limits.max_window_bytes =
-                config.limits.max_window_bytes.min(SINGLE_PORT_WINDOW_BYTES);
-        }
-        if service.config.cap_blksize_to_mtu && asks_for_blksize(request) {
-            if let Some(Route { mtu, .. }) = route {
-                let cap = mtu.saturating_sub(IP_UDP_HEADERS + DATA_HEADER);
-                let cap = cap.clamp(u32::from(MIN_BLKSIZE), u32::from(MAX_BLKSIZE)) as u16;
-                config.limits.max_blksize = config.limits.max_blksize.min(cap);
-            }
-        }
-        let packet = packet::decode(request).map_err(|e| Refusal {
-            code: ErrorCode::IllegalOperation,
-            message: e.to_string(),
-        })?;
-        let (Packet::Rrq(request) | Packet::Wrq(request)) = packet else {
-            return Err(Refusal {
-                code: ErrorCode::IllegalOperation,
-                message: "not a request".into(),
-            });
-        };
-        let uploads = match &service.uploads {
-            Some(target) => Uploads::Enabled(target.as_ref()),
-            None => Uploads::Disabled,
-        };
-        let accepted = accept(
-            Instant::now(),
-            &request,
-            write,
-            &config,
-            service.source.as_ref(),
-            uploads,
-        )?;
-        Ok(Opened {
-            transfer: accepted,
-            source,
-        })
-    }
-}
-
-/// Whether a request carries a blksize option: only then does the MTU matter.
-fn asks_for_blksize(request: &[u8]) -> bool {
-    match packet::decode(request) {
-        Ok(Packet::Rrq(r) | Packet::Wrq(r)) => r
-            .options
-            .iter()
-            .any(|(name, _)| name.eq_ignore_ascii_case("blksize")),
-        _ => false,
-    }
-}
-
-/// Binds a transfer socket. It is always bound to the wildcard address, even when the
-/// listener is bound to one address: a socket bound to a unicast address does not receive
-/// datagrams sent to the broadcast address, and old clients (Cisco access points) send their
-/// ACKs there. Replies still leave from the address the request was sent to (IP_PKTINFO).
-fn bind_transfer_socket(ports: TransferPorts, listener: SocketAddr) -> io::Result<StdUdpSocket> {
-    let ip: IpAddr = match listener {
-        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-        _ => Ipv4Addr::UNSPECIFIED.into(),
-    };
-    match ports {
-        TransferPorts::Range(lo, hi) => {
-            let span = u32::from(hi - lo) + 1;
-            // Start at a random place so concurrent transfers rarely collide, then walk the
-            // whole range once.
-            let offset = fastrand::u32(0..span);
-            for i in 0..span {
-                let port = lo + ((offset + i) % span) as u16;
-                match bind_transfer(SocketAddr::new(ip, port)) {
-                    Ok(socket) => return Ok(socket),
-                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("all ports {lo}-{hi} are in use"),
-            ))
-        }
-        _ => bind_transfer(SocketAddr::new(ip, 0)),
-    }
 }
