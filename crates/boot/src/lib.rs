@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bootherd_files::DirSource;
-use bootherd_pxe::{BootOffer, BootPolicy, EventSink, Firmware, PxeEvent, PxeRequest};
+use bootherd_pxe::{ArchKey, BootOffer, BootPolicy, EventSink, Firmware, PxeEvent, PxeRequest};
 use bootherd_store::{Mac, Name, Profile, State, Store, UnknownMachines};
 use bootherd_tftp::{
     FileContent, FileSource, SourceError, TftpPath, TransferObserver, TransferReport,
@@ -24,20 +24,38 @@ use script::HttpBase;
 use timeline::{Step, Timeline};
 use tracing::warn;
 
-/// Bootloader file names to try, by architecture name, in order: the names of Debian's `ipxe`
-/// package (/usr/lib/ipxe) and the usual names for the architectures Debian does not build.
-pub fn bootloader_candidates(arch: &str) -> &'static [&'static str] {
-    match arch {
-        "bios" => &["undionly.kpxe", "undionly.kkpxe", "ipxe.pxe"],
-        "efi-x64" | "efi-x64-http" => &["ipxe.efi", "snponly.efi"],
-        "efi-ia32" | "efi-ia32-http" => &["i386/ipxe.efi", "ipxe-i386.efi"],
-        "efi-arm64" | "efi-arm64-http" => &["arm64/ipxe.efi", "ipxe-arm64.efi", "snp-arm64.efi"],
-        "efi-arm32" | "efi-arm32-http" => &["arm32/ipxe.efi", "ipxe-arm32.efi"],
-        "efi-riscv64" | "efi-riscv64-http" => &["riscv64/ipxe.efi", "ipxe-riscv64.efi"],
-        "efi-loongarch64" | "efi-loongarch64-http" => &["loong64/ipxe.efi", "ipxe-loong64.efi"],
-        _ => &[],
+/// Bootloader file names to try for an architecture, in order: the names of Debian's `ipxe`
+/// package (/usr/lib/ipxe) and the usual names for the architectures Debian does not build. An
+/// HTTP Boot client gets its TFTP sibling's. The one loader table: DHCP offers from it and
+/// `bootherd check` checks it.
+pub fn bootloader_candidates(arch: ArchKey) -> &'static [&'static str] {
+    use ArchKey as K;
+    match arch.without_http() {
+        K::Bios => &["undionly.kpxe", "undionly.kkpxe", "ipxe.pxe"],
+        K::EfiX64 => &["ipxe.efi", "snponly.efi"],
+        K::EfiIa32 => &["i386/ipxe.efi", "ipxe-i386.efi"],
+        K::EfiArm64 => &["arm64/ipxe.efi", "ipxe-arm64.efi", "snp-arm64.efi"],
+        K::EfiArm32 => &["arm32/ipxe.efi", "ipxe-arm32.efi"],
+        K::EfiRiscV64 => &["riscv64/ipxe.efi", "ipxe-riscv64.efi"],
+        K::EfiLoongArch64 => &["loong64/ipxe.efi", "ipxe-loong64.efi"],
+        // No iPXE build exists for these; only a bootfile profile can boot them.
+        K::EfiOther | K::UBootArm32 | K::UBootArm64 | K::RpiBoot | K::OpenFirmware | K::Other => {
+            &[]
+        }
+        // `without_http` never returns an HTTP variant.
+        K::BiosHttp
+        | K::EfiIa32Http
+        | K::EfiX64Http
+        | K::EfiArm32Http
+        | K::EfiArm64Http
+        | K::EfiRiscV64Http
+        | K::EfiLoongArch64Http => &[],
     }
 }
+
+/// Architectures most machines are, whose missing bootloader `bootherd check` reports as a
+/// problem; for the others it is a note.
+pub const COMMON_ARCHES: [ArchKey; 2] = [ArchKey::Bios, ArchKey::EfiX64];
 
 /// What the state says a machine boots right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,7 +344,7 @@ impl Boot {
         }
     }
 
-    fn bootloader(&self, arch: &str) -> Option<String> {
+    fn bootloader(&self, arch: ArchKey) -> Option<String> {
         bootloader_candidates(arch)
             .iter()
             .find(|name| TftpPath::parse(name).is_ok_and(|p| self.bootloaders.contains(&p)))
@@ -342,7 +360,7 @@ impl BootPolicy for Boot {
         if decision == Decision::Ignore {
             return Err("unknown machine, and the defaults say to ignore unknown machines".into());
         }
-        let arch = request.arch.name();
+        let arch = request.arch.key();
         match request.firmware {
             Firmware::Ipxe => Ok(BootOffer::Http {
                 url: format!(
@@ -368,7 +386,7 @@ impl BootPolicy for Boot {
                     ..
                 } = &decision
                 {
-                    let file = files.get(arch).ok_or_else(|| {
+                    let file = files.get(arch.name()).ok_or_else(|| {
                         format!("profile '{name}' has no boot file for {}", request.arch)
                     })?;
                     let path = format!("images/{image}/{file}");

@@ -317,3 +317,33 @@ fn script_fetches_attribute_later_fetches_but_dhcp_addresses_win() {
     });
     assert_eq!(boot.machine_at(elsewhere), Some(other));
 }
+
+/// The store validates bootfile profiles against its own list of names (it knows no
+/// protocol); that list must be exactly the TFTP architectures DHCP tells apart, less those
+/// too vague to pick a file for.
+#[test]
+fn the_stores_architecture_names_are_the_dhcp_keys() {
+    use bootherd_pxe::ArchKey;
+    let vague = [ArchKey::EfiOther, ArchKey::OpenFirmware, ArchKey::Other];
+    let keys: Vec<&str> = ArchKey::ALL
+        .into_iter()
+        .filter(|key| !key.http() && !vague.contains(key))
+        .map(ArchKey::name)
+        .collect();
+    assert_eq!(bootherd_store::validate::ARCH_NAMES, keys.as_slice());
+}
+
+#[test]
+fn every_architecture_with_an_ipxe_build_has_bootloader_names_and_http_shares_them() {
+    use bootherd_pxe::ArchKey;
+    for key in ArchKey::ALL {
+        assert_eq!(
+            crate::bootloader_candidates(key),
+            crate::bootloader_candidates(key.without_http()),
+            "{key}"
+        );
+    }
+    for key in crate::COMMON_ARCHES {
+        assert!(!crate::bootloader_candidates(key).is_empty(), "{key}");
+    }
+}

@@ -116,30 +116,147 @@ impl Arch {
         self.platform == Platform::Uefi && matches!(self.cpu, Cpu::X86_64 | Cpu::Ebc)
     }
 
-    /// Short stable name for logs, metrics and file-name patterns.
-    pub fn name(&self) -> &'static str {
+    /// The key bootherd knows this architecture by (profiles, bootloaders, metrics).
+    pub fn key(&self) -> ArchKey {
+        use ArchKey as K;
         match (self.platform, self.cpu, self.http) {
-            (Platform::Bios, _, false) => "bios",
-            (Platform::Bios, _, true) => "bios-http",
-            (Platform::Uefi, Cpu::X86, false) => "efi-ia32",
-            (Platform::Uefi, Cpu::X86, true) => "efi-ia32-http",
-            (Platform::Uefi, Cpu::X86_64 | Cpu::Ebc, false) => "efi-x64",
-            (Platform::Uefi, Cpu::X86_64 | Cpu::Ebc, true) => "efi-x64-http",
-            (Platform::Uefi, Cpu::Arm32, false) => "efi-arm32",
-            (Platform::Uefi, Cpu::Arm32, true) => "efi-arm32-http",
-            (Platform::Uefi, Cpu::Arm64, false) => "efi-arm64",
-            (Platform::Uefi, Cpu::Arm64, true) => "efi-arm64-http",
-            (Platform::Uefi, Cpu::RiscV64, false) => "efi-riscv64",
-            (Platform::Uefi, Cpu::RiscV64, true) => "efi-riscv64-http",
-            (Platform::Uefi, Cpu::LoongArch64, false) => "efi-loongarch64",
-            (Platform::Uefi, Cpu::LoongArch64, true) => "efi-loongarch64-http",
-            (Platform::Uefi, _, _) => "efi-other",
-            (Platform::UBoot, Cpu::Arm64, _) => "uboot-arm64",
-            (Platform::UBoot, _, _) => "uboot-arm32",
-            (Platform::RpiBoot, _, _) => "rpiboot",
-            (Platform::OpenFirmware, _, _) => "openfirmware",
-            (Platform::Other, _, _) => "other",
+            (Platform::Bios, _, false) => K::Bios,
+            (Platform::Bios, _, true) => K::BiosHttp,
+            (Platform::Uefi, Cpu::X86, false) => K::EfiIa32,
+            (Platform::Uefi, Cpu::X86, true) => K::EfiIa32Http,
+            (Platform::Uefi, Cpu::X86_64 | Cpu::Ebc, false) => K::EfiX64,
+            (Platform::Uefi, Cpu::X86_64 | Cpu::Ebc, true) => K::EfiX64Http,
+            (Platform::Uefi, Cpu::Arm32, false) => K::EfiArm32,
+            (Platform::Uefi, Cpu::Arm32, true) => K::EfiArm32Http,
+            (Platform::Uefi, Cpu::Arm64, false) => K::EfiArm64,
+            (Platform::Uefi, Cpu::Arm64, true) => K::EfiArm64Http,
+            (Platform::Uefi, Cpu::RiscV64, false) => K::EfiRiscV64,
+            (Platform::Uefi, Cpu::RiscV64, true) => K::EfiRiscV64Http,
+            (Platform::Uefi, Cpu::LoongArch64, false) => K::EfiLoongArch64,
+            (Platform::Uefi, Cpu::LoongArch64, true) => K::EfiLoongArch64Http,
+            (Platform::Uefi, _, _) => K::EfiOther,
+            (Platform::UBoot, Cpu::Arm64, _) => K::UBootArm64,
+            (Platform::UBoot, _, _) => K::UBootArm32,
+            (Platform::RpiBoot, _, _) => K::RpiBoot,
+            (Platform::OpenFirmware, _, _) => K::OpenFirmware,
+            (Platform::Other, _, _) => K::Other,
         }
+    }
+
+    /// Short stable name for logs, metrics and file-name patterns (`ArchKey::name`).
+    pub fn name(&self) -> &'static str {
+        self.key().name()
+    }
+}
+
+/// The architectures bootherd tells apart: one key per kind of boot program a machine can
+/// run. The one table of their names; profiles, the bootloader table, `bootherd check` and the
+/// metrics all use these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ArchKey {
+    Bios,
+    BiosHttp,
+    EfiIa32,
+    EfiIa32Http,
+    EfiX64,
+    EfiX64Http,
+    EfiArm32,
+    EfiArm32Http,
+    EfiArm64,
+    EfiArm64Http,
+    EfiRiscV64,
+    EfiRiscV64Http,
+    EfiLoongArch64,
+    EfiLoongArch64Http,
+    EfiOther,
+    UBootArm32,
+    UBootArm64,
+    RpiBoot,
+    OpenFirmware,
+    Other,
+}
+
+impl ArchKey {
+    pub const ALL: [ArchKey; 20] = {
+        use ArchKey as K;
+        [
+            K::Bios,
+            K::BiosHttp,
+            K::EfiIa32,
+            K::EfiIa32Http,
+            K::EfiX64,
+            K::EfiX64Http,
+            K::EfiArm32,
+            K::EfiArm32Http,
+            K::EfiArm64,
+            K::EfiArm64Http,
+            K::EfiRiscV64,
+            K::EfiRiscV64Http,
+            K::EfiLoongArch64,
+            K::EfiLoongArch64Http,
+            K::EfiOther,
+            K::UBootArm32,
+            K::UBootArm64,
+            K::RpiBoot,
+            K::OpenFirmware,
+            K::Other,
+        ]
+    };
+
+    pub fn name(self) -> &'static str {
+        use ArchKey as K;
+        match self {
+            K::Bios => "bios",
+            K::BiosHttp => "bios-http",
+            K::EfiIa32 => "efi-ia32",
+            K::EfiIa32Http => "efi-ia32-http",
+            K::EfiX64 => "efi-x64",
+            K::EfiX64Http => "efi-x64-http",
+            K::EfiArm32 => "efi-arm32",
+            K::EfiArm32Http => "efi-arm32-http",
+            K::EfiArm64 => "efi-arm64",
+            K::EfiArm64Http => "efi-arm64-http",
+            K::EfiRiscV64 => "efi-riscv64",
+            K::EfiRiscV64Http => "efi-riscv64-http",
+            K::EfiLoongArch64 => "efi-loongarch64",
+            K::EfiLoongArch64Http => "efi-loongarch64-http",
+            K::EfiOther => "efi-other",
+            K::UBootArm32 => "uboot-arm32",
+            K::UBootArm64 => "uboot-arm64",
+            K::RpiBoot => "rpiboot",
+            K::OpenFirmware => "openfirmware",
+            K::Other => "other",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ArchKey> {
+        ArchKey::ALL.into_iter().find(|key| key.name() == name)
+    }
+
+    /// The firmware loads a URL (UEFI HTTP Boot), not a TFTP file.
+    pub fn http(self) -> bool {
+        self.name().ends_with("-http")
+    }
+
+    /// The same machine booting by TFTP: its HTTP Boot variant shares its boot programs.
+    pub fn without_http(self) -> ArchKey {
+        use ArchKey as K;
+        match self {
+            K::BiosHttp => K::Bios,
+            K::EfiIa32Http => K::EfiIa32,
+            K::EfiX64Http => K::EfiX64,
+            K::EfiArm32Http => K::EfiArm32,
+            K::EfiArm64Http => K::EfiArm64,
+            K::EfiRiscV64Http => K::EfiRiscV64,
+            K::EfiLoongArch64Http => K::EfiLoongArch64,
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for ArchKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -194,5 +311,22 @@ mod tests {
             from_vendor_class("HTTPClient:Arch:00016:UNDI:003001").map(|a| a.code),
             Some(16)
         );
+    }
+
+    #[test]
+    fn every_key_has_one_name_that_parses_back_and_every_code_has_a_key() {
+        for key in ArchKey::ALL {
+            assert_eq!(ArchKey::parse(key.name()), Some(key));
+            assert_eq!(key.http(), key != key.without_http(), "{key}");
+            assert!(!key.without_http().http(), "{key}");
+        }
+        let mut names: Vec<&str> = ArchKey::ALL.iter().map(|k| k.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ArchKey::ALL.len());
+        for code in 0..=u16::from(u8::MAX) {
+            let arch = Arch::from_code(code);
+            assert_eq!(ArchKey::parse(arch.name()), Some(arch.key()), "code {code}");
+        }
     }
 }

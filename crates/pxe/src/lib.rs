@@ -21,7 +21,7 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
-pub use arch::{Arch, Cpu, Platform};
+pub use arch::{Arch, ArchKey, Cpu, Platform};
 pub use events::{EventSink, NoEvents, PxeEvent};
 pub use policy::{BootOffer, BootPolicy};
 pub use reply::{Destination, Reply, handle, respond};

@@ -24,7 +24,8 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Architecture names a `bootfile` profile may use (the names bootherd's DHCP side reports).
+/// Architecture names a `bootfile` profile may use: `bootherd_pxe::ArchKey`'s TFTP names (a
+/// test in bootherd-boot keeps the two equal; the store knows no protocol).
 pub const ARCH_NAMES: &[&str] = &[
     "bios",
     "efi-ia32",

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use bootherd_boot::{COMMON_ARCHES, bootloader_candidates};
 use bootherd_files::DirSource;
+use bootherd_pxe::ArchKey;
 use bootherd_store::{Store, validate};
 use bootherd_tftp::{FileSource, TftpPath};
 use serde::Serialize;
@@ -15,6 +17,8 @@ use super::{DataDir, print_json};
 /// (exit status 1) when anything would keep a machine from booting.
 pub(crate) fn check(dir: &DataDir, bootloaders: &Path) -> anyhow::Result<()> {
     let mut problems: Vec<String> = Vec::new();
+    // What does not keep most machines from booting but an operator should know.
+    let mut notes: Vec<String> = Vec::new();
     let store = match Store::open(&dir.data) {
         Ok(store) => store,
         Err(e) => bail!(
@@ -38,18 +42,27 @@ pub(crate) fn check(dir: &DataDir, bootloaders: &Path) -> anyhow::Result<()> {
     }
     match DirSource::new(bootloaders) {
         Ok(source) => {
-            for (arch, names) in [
-                ("bios", bootherd_boot::bootloader_candidates("bios")),
-                ("efi-x64", bootherd_boot::bootloader_candidates("efi-x64")),
-            ] {
-                if !names
-                    .iter()
-                    .any(|n| TftpPath::parse(n).is_ok_and(|p| source.contains(&p)))
+            for arch in ArchKey::ALL.into_iter().filter(|arch| !arch.http()) {
+                let names = bootloader_candidates(arch);
+                if names.is_empty()
+                    || names
+                        .iter()
+                        .any(|n| TftpPath::parse(n).is_ok_and(|p| source.contains(&p)))
                 {
+                    continue;
+                }
+                let missing = format!(
+                    "no {arch} bootloader in {} (looked for {})",
+                    bootloaders.display(),
+                    names.join(", ")
+                );
+                if COMMON_ARCHES.contains(&arch) {
                     problems.push(format!(
-                        "no {arch} bootloader in {} (looked for {}): install Debian's ipxe package or pass --bootloaders DIR",
-                        bootloaders.display(),
-                        names.join(", ")
+                        "{missing}: install Debian's ipxe package or pass --bootloaders DIR"
+                    ));
+                } else {
+                    notes.push(format!(
+                        "{missing}: such machines boot only bootfile profiles until one is added to the bootloader directory"
                     ));
                 }
             }
@@ -64,6 +77,7 @@ pub(crate) fn check(dir: &DataDir, bootloaders: &Path) -> anyhow::Result<()> {
         struct Report<'a> {
             profiles: Vec<serde_json::Value>,
             problems: &'a [String],
+            notes: &'a [String],
         }
         let profiles = report
             .iter()
@@ -72,6 +86,7 @@ pub(crate) fn check(dir: &DataDir, bootloaders: &Path) -> anyhow::Result<()> {
         print_json(&Report {
             profiles,
             problems: &problems,
+            notes: &notes,
         })?;
     } else {
         println!(
@@ -90,6 +105,9 @@ pub(crate) fn check(dir: &DataDir, bootloaders: &Path) -> anyhow::Result<()> {
         }
         for problem in &problems {
             println!("problem: {problem}");
+        }
+        for note in &notes {
+            println!("note: {note}");
         }
         if problems.is_empty() {
             println!("no problems found");
