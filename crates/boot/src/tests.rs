@@ -3,8 +3,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use bootherd_files::DirSource;
-use bootherd_pxe::{Arch, Arrival, ClientClass, MacAddr, ServerPort};
+use bootherd_pxe::{
+    Arch, Arrival, BootOffer, BootPolicy, ClientClass, Firmware, MacAddr, PxeRequest, ServerPort,
+};
 use bootherd_store::{Machine, Store};
+use bootherd_tftp::{FileSource, TftpPath};
 
 use super::*;
 
