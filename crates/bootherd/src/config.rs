@@ -48,8 +48,11 @@ pub(crate) struct Ports {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TftpSettings {
-    /// `LO:HI`.
-    pub(crate) port_range: Option<String>,
+    /// `ephemeral`, `single` or `LO:HI`: checked as the file is read.
+    pub(crate) transfer_ports: Option<PortsSetting>,
+    /// `LO:HI`; the older spelling of `transfer_ports: LO:HI`.
+    pub(crate) port_range: Option<PortsSetting>,
+    /// The older spelling of `transfer_ports: single`.
     pub(crate) single_port: Option<bool>,
     pub(crate) max_blksize: Option<u16>,
     /// Cap blksize to the path MTU (default true).
@@ -63,6 +66,20 @@ pub(crate) struct TftpSettings {
     pub(crate) max_retries: Option<u32>,
     /// Engine threads; 0 = automatic.
     pub(crate) threads: Option<u16>,
+}
+
+/// A transfer port setting, parsed by the same `TransferPorts` parser as the flags; a bad
+/// value is an error with its line.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) struct PortsSetting(pub(crate) TransferPorts);
+
+impl TryFrom<String> for PortsSetting {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<PortsSetting, String> {
+        text.parse().map(PortsSetting)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,9 +99,18 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
     serde_yaml_ng::from_str(&text).map_err(|e| {
+        // The line itself too: a value's own error (a bad port range) does not name its key.
         let at = e
             .location()
-            .map(|l| format!(" line {} column {}", l.line(), l.column()))
+            .map(|l| {
+                let line = text.lines().nth(l.line().saturating_sub(1)).unwrap_or("");
+                format!(
+                    " line {} column {} ({:?})",
+                    l.line(),
+                    l.column(),
+                    line.trim()
+                )
+            })
             .unwrap_or_default();
         anyhow::anyhow!("{}{at}: {e}", path.display())
     })
@@ -118,9 +144,19 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
 
 impl TftpSettings {
     fn check(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some(range) = &self.port_range {
-            TransferPorts::parse_range(range)
-                .map_err(|e| anyhow::anyhow!("{}: tftp.port_range: {e}", path.display()))?;
+        if let Some(PortsSetting(ports)) = self.port_range {
+            anyhow::ensure!(
+                matches!(ports, TransferPorts::Range(..)),
+                "{}: tftp.port_range must be a range LO:HI (for {ports}, write tftp.transfer_ports: {ports})",
+                path.display()
+            );
+        }
+        if self.transfer_ports.is_some() {
+            anyhow::ensure!(
+                self.port_range.is_none() && self.single_port.is_none(),
+                "{}: tftp.transfer_ports says how transfer ports are chosen; remove tftp.port_range and tftp.single_port, which say the same in the older way",
+                path.display()
+            );
         }
         if let Some(blksize) = self.max_blksize {
             anyhow::ensure!(
@@ -237,13 +273,23 @@ impl TftpSettings {
     /// Fills the TFTP flags shared by `serve` and `tftp` from the file.
     fn apply(&self, matches: &ArgMatches, tuning: &mut crate::TftpTuning) -> anyhow::Result<()> {
         let t = self;
-        if let Some(range) = &t.port_range {
-            if !given(matches, "port_range") {
-                tuning.port_range =
-                    Some(TransferPorts::parse_range(range).map_err(anyhow::Error::msg)?);
+        // The flags name one choice between them; either on the command line wins over the file.
+        if !given(matches, "port_range") && !given(matches, "single_port") {
+            let ports = t.transfer_ports.or(t.port_range).map(|setting| setting.0);
+            match ports {
+                Some(TransferPorts::Range(lo, hi)) => {
+                    tuning.port_range = Some(TransferPorts::Range(lo, hi));
+                    tuning.single_port = false;
+                }
+                Some(TransferPorts::Single) => tuning.single_port = true,
+                Some(TransferPorts::Ephemeral) => {
+                    tuning.port_range = None;
+                    tuning.single_port = false;
+                }
+                None => {}
             }
+            from_file!(matches, "single_port", tuning.single_port, t.single_port);
         }
-        from_file!(matches, "single_port", tuning.single_port, t.single_port);
         from_file!(matches, "max_blksize", tuning.max_blksize, t.max_blksize);
         from_file!(
             matches,
@@ -453,6 +499,74 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn transfer_ports_are_one_typed_setting_checked_as_the_file_is_read() {
+        use clap::{CommandFactory, FromArgMatches};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bootherd.yaml");
+        let tuning = |yaml: &str, flags: &[&str]| {
+            std::fs::write(&path, yaml).unwrap();
+            let mut argv = vec!["bootherd", "serve", "--config", path.to_str().unwrap()];
+            argv.extend_from_slice(flags);
+            let matches = crate::Cli::command().try_get_matches_from(argv).unwrap();
+            let mut cli = crate::Cli::from_arg_matches(&matches).unwrap();
+            let crate::Command::Serve(args) = &mut cli.command else {
+                panic!("not serve")
+            };
+            let (_, serve_matches) = matches.subcommand().unwrap();
+            load(&path)?.apply(serve_matches, args)?;
+            anyhow::Ok((args.tftp.single_port, args.tftp.port_range))
+        };
+        assert_eq!(
+            tuning("tftp:\n  transfer_ports: single\n", &[]).unwrap(),
+            (true, None)
+        );
+        assert_eq!(
+            tuning("tftp:\n  transfer_ports: 30000:30100\n", &[]).unwrap(),
+            (false, Some(TransferPorts::Range(30000, 30100)))
+        );
+        assert_eq!(
+            tuning(
+                "tftp:\n  transfer_ports: \"30000-30100\"\n",
+                &["--single-port"]
+            )
+            .unwrap(),
+            (true, None),
+            "a flag wins over the file"
+        );
+        assert_eq!(
+            tuning("tftp:\n  transfer_ports: ephemeral\n", &[]).unwrap(),
+            (false, None)
+        );
+        // The older keys still mean what they meant.
+        assert_eq!(
+            tuning("tftp:\n  port_range: \"50000:50099\"\n", &[]).unwrap(),
+            (false, Some(TransferPorts::Range(50000, 50099)))
+        );
+        assert_eq!(
+            tuning("tftp:\n  single_port: true\n", &[]).unwrap(),
+            (true, None)
+        );
+        let err = format!(
+            "{:#}",
+            tuning("\ntftp:\n  transfer_ports: sometimes\n", &[]).unwrap_err()
+        );
+        assert!(
+            err.contains("line 3") && err.contains("ephemeral, single"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            tuning("tftp:\n  transfer_ports: single\n  port_range: 1:2\n", &[]).unwrap_err()
+        );
+        assert!(err.contains("remove tftp.port_range"), "{err}");
+        let err = format!(
+            "{:#}",
+            tuning("tftp:\n  port_range: single\n", &[]).unwrap_err()
+        );
+        assert!(err.contains("tftp.transfer_ports: single"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,33 @@ pub enum TransferPorts {
     Single,
 }
 
+impl std::str::FromStr for TransferPorts {
+    type Err = String;
+
+    /// `ephemeral`, `single`, or a range `LO:HI` (`LO-HI`): the one parser of the setting, for
+    /// the configuration file and the flags alike.
+    fn from_str(text: &str) -> Result<TransferPorts, String> {
+        match text.trim() {
+            "ephemeral" => Ok(TransferPorts::Ephemeral),
+            "single" => Ok(TransferPorts::Single),
+            range if range.contains([':', '-']) => TransferPorts::parse_range(range),
+            other => Err(format!(
+                "{other:?} is not a transfer port setting: use ephemeral, single, or a range LO:HI such as 30000:30100"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TransferPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransferPorts::Ephemeral => f.write_str("ephemeral"),
+            TransferPorts::Single => f.write_str("single"),
+            TransferPorts::Range(lo, hi) => write!(f, "{lo}:{hi}"),
+        }
+    }
+}
+
 impl TransferPorts {
     /// Parses `LO:HI` or `LO-HI`.
     pub fn parse_range(text: &str) -> Result<TransferPorts, String> {
