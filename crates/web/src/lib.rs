@@ -114,6 +114,3 @@ async fn asset(Path(file): Path<String>) -> Response {
         None => (StatusCode::NOT_FOUND, format!("no such asset: {file}\n")).into_response(),
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,15 +13,13 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use bootherd_boot::Boot;
 use bootherd_boot::timeline::Step;
-use bootherd_files::DirSource;
-use bootherd_store::{Mac, Store};
-use bootherd_web::{AppState, Auth, Services, TokenFile, hash_password, router};
+use bootherd_store::Mac;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-const PASSWORD: &str = "correct horse battery";
+use common::{PASSWORD, Site, send, test_limits};
+
 const MAC: &str = "52:54:00:aa:bb:01";
 const MACHINE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 50);
 
@@ -31,30 +31,13 @@ struct App {
 }
 
 fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = Arc::new(Store::open(&data).unwrap());
-    std::fs::create_dir(dir.path().join("loaders")).unwrap();
-    let loaders = Arc::new(DirSource::new(dir.path().join("loaders")).unwrap());
-    let boot = Arc::new(Boot::new(store, loaders, 8080).unwrap());
-    let tokens = TokenFile::new(data.join("api-tokens.yaml"));
-    let token = tokens.create("tests").unwrap();
-    let auth = Auth::new(Some(hash_password(PASSWORD).unwrap()), tokens).unwrap();
-    let router = router(AppState {
-        boot: boot.clone(),
-        auth: Arc::new(auth),
-        services: Arc::new(Services::default()),
-        limits: Arc::new(bootherd_web::HttpLimits {
-            max_image_file_bytes: 1 << 20,
-            upload_stall: std::time::Duration::from_millis(300),
-            ..Default::default()
-        }),
-        shutdown: CancellationToken::new(),
-    });
+    let site = Site::new(|_, _| {});
+    let token = site.tokens.create("tests").unwrap();
+    let (router, _) = site.router(Some(PASSWORD), test_limits());
     App {
-        dir,
+        dir: site.dir,
         router,
-        boot,
+        boot: site.boot,
         token,
     }
 }
@@ -83,16 +66,7 @@ impl Reply {
 
 impl App {
     async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
+        let (status, headers, body) = send(&self.router, request).await;
         Reply {
             status,
             headers,

@@ -4,16 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bootherd_boot::Boot;
-use bootherd_files::DirSource;
-use bootherd_store::Store;
-use bootherd_web::{AppState, Auth, HttpLimits, Services, TokenFile, router};
-use tokio_util::sync::CancellationToken;
+use bootherd_web::HttpLimits;
+use common::Site;
 
 fn connect_from(source: Ipv4Addr, server: SocketAddr) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -45,30 +43,14 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_requests_time_out_and_one_host_cannot_take_every_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path().join("data")).unwrap());
-    std::fs::create_dir(dir.path().join("loaders")).unwrap();
-    let loaders = Arc::new(DirSource::new(dir.path().join("loaders")).unwrap());
-    let boot = Arc::new(Boot::new(store, loaders, 8080).unwrap());
-    let auth = Auth::new(
-        None,
-        TokenFile::new(dir.path().join("data/api-tokens.yaml")),
-    )
-    .unwrap();
+    let site = Site::new(|_, _| {});
     let limits = HttpLimits {
         header_timeout: Duration::from_millis(800),
         max_connections: 64,
         max_connections_per_client: 16,
         ..HttpLimits::default()
     };
-    let shutdown = CancellationToken::new();
-    let app = router(AppState {
-        boot,
-        auth: Arc::new(auth),
-        services: Arc::new(Services::default()),
-        limits: Arc::new(limits.clone()),
-        shutdown: shutdown.clone(),
-    });
+    let (app, shutdown) = site.router(None, limits.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap();
     let serving = tokio::spawn(bootherd_web::serve(listener, app, limits, shutdown.clone()));

@@ -1,71 +1,54 @@
+//! The boot endpoints machines fetch, through the router without a socket: scripts on the host
+//! the client used, image files and bootloaders with their ranges, and nothing else.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{HeaderMap, Request, StatusCode, header};
 use bootherd_boot::Boot;
-use bootherd_files::DirSource;
-use bootherd_store::{Machine, Profile, Store};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
+use bootherd_store::{Machine, Name, Profile};
 
-use super::*;
-use axum::http::HeaderMap;
-use bootherd_store::Name;
-
-const PASSWORD: &str = "correct horse battery";
+use common::{PASSWORD, Site, send, test_limits};
 
 fn app() -> (tempfile::TempDir, Router, Arc<Boot>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path().join("data")).unwrap());
-    let image: Name = "debian".parse().unwrap();
-    let kernel: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-    store
-        .images()
-        .import_reader(&image, "linux", kernel.as_slice())
-        .unwrap();
-    store
-        .update(|state| {
-            state.profiles.insert(
-                "inst".parse().unwrap(),
-                Profile::Linux {
-                    image: image.clone(),
-                    kernel: "linux".into(),
-                    initrd: vec![],
-                    cmdline: "marker=inst".into(),
-                    description: String::new(),
-                },
-            );
-            state.machines.insert(
-                "52:54:00:00:00:07".parse().unwrap(),
-                Machine {
-                    profile: Some("inst".parse().unwrap()),
-                    ..Machine::default()
-                },
-            );
-            Ok(())
-        })
-        .unwrap();
-    std::fs::create_dir(dir.path().join("loaders")).unwrap();
-    std::fs::write(dir.path().join("loaders/ipxe.efi"), b"efi binary").unwrap();
-    let loaders = Arc::new(DirSource::new(dir.path().join("loaders")).unwrap());
-    let boot = Arc::new(Boot::new(store, loaders, 8080).unwrap());
-    let auth = Auth::new(
-        Some(hash_password(PASSWORD).unwrap()),
-        TokenFile::new(dir.path().join("data/api-tokens.yaml")),
-    )
-    .unwrap();
-    let router = router(AppState {
-        boot: boot.clone(),
-        auth: Arc::new(auth),
-        services: Arc::new(Services::default()),
-        limits: Arc::new(HttpLimits {
-            max_image_file_bytes: 1 << 20,
-            upload_stall: std::time::Duration::from_millis(300),
-            ..Default::default()
-        }),
-        shutdown: CancellationToken::new(),
+    let site = Site::new(|store, loaders| {
+        let image: Name = "debian".parse().unwrap();
+        let kernel: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        store
+            .images()
+            .import_reader(&image, "linux", kernel.as_slice())
+            .unwrap();
+        store
+            .update(|state| {
+                state.profiles.insert(
+                    "inst".parse().unwrap(),
+                    Profile::Linux {
+                        image: image.clone(),
+                        kernel: "linux".into(),
+                        initrd: vec![],
+                        cmdline: "marker=inst".into(),
+                        description: String::new(),
+                    },
+                );
+                state.machines.insert(
+                    "52:54:00:00:00:07".parse().unwrap(),
+                    Machine {
+                        profile: Some("inst".parse().unwrap()),
+                        ..Machine::default()
+                    },
+                );
+                Ok(())
+            })
+            .unwrap();
+        std::fs::write(loaders.join("ipxe.efi"), b"efi binary").unwrap();
     });
-    (dir, router, boot)
+    let (router, _) = site.router(Some(PASSWORD), test_limits());
+    (site.dir, router, site.boot)
 }
 
 async fn get(
@@ -83,21 +66,7 @@ async fn get(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, headers, body)
+    send(router, request.body(Body::empty()).unwrap()).await
 }
 
 #[tokio::test]
