@@ -335,12 +335,32 @@ fn listener(listener: &Listener, address: String) -> ListenerView {
 }
 
 pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
-    let listeners: Vec<ListenerView> = services
-        .listeners()
-        .iter()
-        .map(|l| listener(l, l.address.to_string()))
-        .collect();
-    let interfaces = services
+    let counters = counter_values(services);
+    StatusView {
+        version: env!("CARGO_PKG_VERSION"),
+        started: time(services.started),
+        interfaces: interface_views(services),
+        listeners: services
+            .listeners()
+            .iter()
+            .map(|l| listener(l, l.address.to_string()))
+            .collect(),
+        counter_groups: counter_groups(&counters),
+        counters,
+        transfers: transfer_views(services),
+        recent: boot
+            .timeline()
+            .recent()
+            .iter()
+            .take(20)
+            .map(machine_event)
+            .collect(),
+    }
+}
+
+/// Each interface served, with the listeners that reach it.
+fn interface_views(services: &Services) -> Vec<InterfaceView> {
+    services
         .interfaces
         .as_ref()
         .map(|i| i.current())
@@ -373,7 +393,13 @@ pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
                 listeners: reached,
             }
         })
-        .collect();
+        .collect()
+}
+
+type Counters = BTreeMap<&'static str, BTreeMap<&'static str, u64>>;
+
+/// Every counter by protocol, for the API.
+fn counter_values(services: &Services) -> Counters {
     let mut counters = BTreeMap::new();
     if let Some(d) = &services.dhcp {
         counters.insert(
@@ -409,6 +435,11 @@ pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
             ("files", services.http.files.load(Ordering::Relaxed)),
         ]),
     );
+    counters
+}
+
+/// The counters the dashboard shows, labelled, by protocol.
+fn counter_groups(counters: &Counters) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
     let shown =
         |area: &str, names: &[(&'static str, &'static str)]| -> Vec<(&'static str, String)> {
             names
@@ -424,7 +455,7 @@ pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
                 })
                 .collect()
         };
-    let counter_groups = vec![
+    vec![
         (
             "ProxyDHCP",
             shown(
@@ -463,8 +494,12 @@ pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
                 ],
             ),
         ),
-    ];
-    let transfers = services
+    ]
+}
+
+/// The transfers running now.
+fn transfer_views(services: &Services) -> Vec<TransferView> {
+    services
         .transfers
         .as_ref()
         .map(|t| t.list())
@@ -490,23 +525,7 @@ pub(crate) fn status(boot: &Boot, services: &Services) -> StatusView {
                 size_text: t.size.map(bytes).unwrap_or_default(),
             }
         })
-        .collect();
-    StatusView {
-        version: env!("CARGO_PKG_VERSION"),
-        started: time(services.started),
-        interfaces,
-        listeners,
-        counters,
-        counter_groups,
-        transfers,
-        recent: boot
-            .timeline()
-            .recent()
-            .iter()
-            .take(20)
-            .map(machine_event)
-            .collect(),
-    }
+        .collect()
 }
 
 /// A machine record as the API and forms accept it.
