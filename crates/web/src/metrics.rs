@@ -9,6 +9,7 @@ use std::time::UNIX_EPOCH;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use bootherd_telemetry::Services;
 
 use crate::AppState;
 
@@ -60,10 +61,20 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
 pub(crate) fn render(state: &AppState) -> String {
     let services = &state.services;
     let mut out = String::new();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    process_families(&mut out, services);
+    // failures by protocol and reason, gathered while going through each protocol
+    let mut failures: Vec<(&'static str, String, u64)> = Vec::new();
+    dhcp_families(&mut out, services, &mut failures);
+    transfer_families(&mut out, services, &mut failures);
+    failure_family(&mut out, services, failures);
+    state_families(&mut out, state);
+    out
+}
 
+/// Which bootherd runs, since when.
+fn process_families(out: &mut String, services: &Services) {
     Family::start(
-        &mut out,
+        out,
         "bootherd_build_info",
         "gauge",
         "Version of the running bootherd.",
@@ -79,26 +90,31 @@ pub(crate) fn render(state: &AppState) -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     Family::start(
-        &mut out,
+        out,
         "bootherd_start_time_seconds",
         "gauge",
         "When bootherd started, in seconds since the Unix epoch.",
     )
     .sample("bootherd_start_time_seconds", &[], started);
+}
 
-    // failures by protocol and reason, gathered while going through each protocol
-    let mut failures: Vec<(&'static str, String, u64)> = Vec::new();
-
+/// What the ProxyDHCP responder answered.
+fn dhcp_families(
+    out: &mut String,
+    services: &Services,
+    failures: &mut Vec<(&'static str, String, u64)>,
+) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     if let Some(dhcp) = &services.dhcp {
         Family::start(
-            &mut out,
+            out,
             "bootherd_dhcp_requests_total",
             "counter",
             "PXE requests bootherd answered (DISCOVER/REQUEST on ports 67 and 4011).",
         )
         .sample("bootherd_dhcp_requests_total", &[], load(&dhcp.requests));
         Family::start(
-            &mut out,
+            out,
             "bootherd_dhcp_replies_total",
             "counter",
             "Boot offers (port 67) and ACKs (port 4011) sent.",
@@ -114,7 +130,7 @@ pub(crate) fn render(state: &AppState) -> String {
             load(&dhcp.acks),
         );
         let mut by_arch = Family::start(
-            &mut out,
+            out,
             "bootherd_dhcp_offers_by_arch_total",
             "counter",
             "Boot offers and ACKs sent, by client architecture (DHCP option 93).",
@@ -127,7 +143,7 @@ pub(crate) fn render(state: &AppState) -> String {
             );
         }
         Family::start(
-            &mut out,
+            out,
             "bootherd_dhcp_competing_offers_total",
             "counter",
             "Boot offers seen from other servers on the network.",
@@ -140,10 +156,18 @@ pub(crate) fn render(state: &AppState) -> String {
         failures.push(("dhcp", "declined".into(), load(&dhcp.declined)));
         failures.push(("dhcp", "malformed".into(), load(&dhcp.malformed)));
     }
+}
 
+/// TFTP and HTTP transfers, bytes and what is running now.
+fn transfer_families(
+    out: &mut String,
+    services: &Services,
+    failures: &mut Vec<(&'static str, String, u64)>,
+) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let http = &services.http;
     let mut transfers = Family::start(
-        &mut out,
+        out,
         "bootherd_transfers_total",
         "counter",
         "Finished transfers by protocol and outcome (TFTP: how the transfer ended; HTTP: scripts and image files served).",
@@ -169,7 +193,7 @@ pub(crate) fn render(state: &AppState) -> String {
             load(&http.files),
         );
     let mut bytes = Family::start(
-        &mut out,
+        out,
         "bootherd_bytes_total",
         "counter",
         "Payload bytes sent and received, by protocol.",
@@ -188,7 +212,7 @@ pub(crate) fn render(state: &AppState) -> String {
     );
     if let Some(tftp) = &services.tftp {
         Family::start(
-            &mut out,
+            out,
             "bootherd_active_transfers",
             "gauge",
             "Transfers running now.",
@@ -199,7 +223,7 @@ pub(crate) fn render(state: &AppState) -> String {
             load(&tftp.active),
         );
         Family::start(
-            &mut out,
+            out,
             "bootherd_tftp_retransmissions_total",
             "counter",
             "TFTP packets sent again because no answer came in time (loss, slow clients).",
@@ -218,9 +242,19 @@ pub(crate) fn render(state: &AppState) -> String {
             failures.push(("tftp", format!("refused_{code}"), count));
         }
     }
+}
+
+/// Everything that went wrong, by protocol and reason.
+fn failure_family(
+    out: &mut String,
+    services: &Services,
+    mut failures: Vec<(&'static str, String, u64)>,
+) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let http = &services.http;
     failures.push(("http", "not_found".into(), load(&http.not_found)));
     let mut failed = Family::start(
-        &mut out,
+        out,
         "bootherd_failures_total",
         "counter",
         "Things that went wrong, by protocol and reason (DHCP: requests declined or malformed; TFTP: transfers that did not complete and refused requests by error code; HTTP: scripts or files that do not exist).",
@@ -232,7 +266,10 @@ pub(crate) fn render(state: &AppState) -> String {
             *count,
         );
     }
+}
 
+/// Profiles, machines and images in the store.
+fn state_families(out: &mut String, state: &AppState) {
     let store = state.boot.store();
     let current = store.state();
     let images = store.image_map().unwrap_or_default();
@@ -245,7 +282,7 @@ pub(crate) fn render(state: &AppState) -> String {
         }
     }
     Family::start(
-        &mut out,
+        out,
         "bootherd_profiles",
         "gauge",
         "Profiles, by whether they can boot now.",
@@ -253,7 +290,7 @@ pub(crate) fn render(state: &AppState) -> String {
     .sample("bootherd_profiles", &[("ready", "true")], ready)
     .sample("bootherd_profiles", &[("ready", "false")], unready);
     Family::start(
-        &mut out,
+        out,
         "bootherd_machines_registered",
         "gauge",
         "Machines in state.yaml.",
@@ -265,7 +302,7 @@ pub(crate) fn render(state: &AppState) -> String {
     );
     let damaged = images.values().filter(|i| !i.problems.is_empty()).count() as u64;
     Family::start(
-        &mut out,
+        out,
         "bootherd_images",
         "gauge",
         "Images in the store, by whether verification found damage.",
@@ -276,5 +313,4 @@ pub(crate) fn render(state: &AppState) -> String {
         images.len() as u64 - damaged,
     )
     .sample("bootherd_images", &[("damaged", "true")], damaged);
-    out
 }
