@@ -156,7 +156,9 @@ async fn run_tftp(args: TftpArgs) -> anyhow::Result<()> {
     run_until_signal(services, shutdown).await
 }
 
-async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The store and the `Boot` over it and the bootloader directory (a missing one is a warning:
+/// HTTP and bootfile profiles still work).
+fn open_boot(args: &ServeArgs) -> anyhow::Result<(Arc<Store>, Arc<Boot>)> {
     let store = Arc::new(
         Store::open(&args.data)
             .with_context(|| format!("opening the data directory {}", args.data.display()))?,
@@ -180,6 +182,12 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let boot = Arc::new(
         Boot::new(store.clone(), bootloaders, args.http_port).context("opening the image store")?,
     );
+    Ok((store, boot))
+}
+
+/// The interfaces the DHCP responder serves, with a warning for each one named that is not
+/// there (yet).
+fn served_interfaces(args: &ServeArgs) -> Arc<Interfaces> {
     let selection = if args.interfaces.is_empty() {
         Selection::AllExceptLoopback
     } else {
@@ -198,6 +206,12 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     for interface in &current {
         info!(interface = %interface.name, addresses = ?interface.addresses, "serving PXE on interface");
     }
+    interfaces
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (store, boot) = open_boot(&args)?;
+    let interfaces = served_interfaces(&args);
     let dhcp = DhcpService {
         policy: boot.clone(),
         interfaces,
