@@ -270,9 +270,25 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
             advice: "Check that the machine is set to boot from the network (first in the boot order, PXE/network stack enabled in the firmware), that it is on a network bootherd listens on (see the dashboard's interfaces), and that a router between them relays DHCP to bootherd's address (ip helper-address / dhcp-relay).".into(),
         };
     };
-    // One attempt holds several DHCP exchanges (the firmware's, then iPXE's after the
-    // bootloader transfer), so only a request after a script or file fetch starts a new one.
-    let start = events
+    let attempt = Attempt {
+        steps: &events[attempt_start(events)..],
+        quiet: now.duration_since(last.at).unwrap_or_default() >= QUIET,
+    };
+    let competing = attempt
+        .last_of(Step::CompetingServer)
+        .map(|e| format!(" Another server answered this machine too ({}); firmware often takes the first or the most complete offer.", e.detail))
+        .unwrap_or_default();
+    attempt
+        .fetched()
+        .or_else(|| attempt.tftp(&competing))
+        .unwrap_or_else(|| attempt.before_tftp(&competing))
+}
+
+/// Where the last attempt starts. One attempt holds several DHCP exchanges (the firmware's,
+/// then iPXE's after the bootloader transfer), so only a request after a script or file fetch
+/// starts a new one.
+fn attempt_start(events: &[TimelineEvent]) -> usize {
+    events
         .iter()
         .rposition(|e| e.step == Step::DhcpRequest)
         .map(|last_request| {
@@ -289,119 +305,145 @@ pub fn diagnose(events: &[TimelineEvent], now: SystemTime) -> Diagnosis {
             }
             start
         })
-        .unwrap_or(0);
-    let attempt = &events[start..];
-    let has = |step: Step| attempt.iter().any(|e| e.step == step);
-    let last_of = |step: Step| attempt.iter().rev().find(|e| e.step == step);
-    let quiet = now.duration_since(last.at).unwrap_or_default() >= QUIET;
-    let pending = |summary: &str, advice: &str| Diagnosis {
-        verdict: if quiet {
-            Verdict::Stopped
-        } else {
-            Verdict::InProgress
-        },
-        summary: summary.to_string(),
-        advice: if quiet {
-            advice.to_string()
-        } else {
-            String::new()
-        },
-    };
-    let competing = last_of(Step::CompetingServer)
-        .map(|e| format!(" Another server answered this machine too ({}); firmware often takes the first or the most complete offer.", e.detail))
-        .unwrap_or_default();
+        .unwrap_or(0)
+}
 
-    if let Some(file) = last_of(Step::FileFetched) {
-        return Diagnosis {
-            verdict: Verdict::Booted,
-            summary: format!(
-                "The machine fetched its boot files over HTTP (last: {}).",
-                file.detail
-            ),
-            advice: String::new(),
-        };
+/// The steps of one boot attempt, and whether the machine has gone quiet.
+struct Attempt<'a> {
+    steps: &'a [TimelineEvent],
+    quiet: bool,
+}
+
+impl Attempt<'_> {
+    fn has(&self, step: Step) -> bool {
+        self.steps.iter().any(|e| e.step == step)
     }
-    if let Some(script) = last_of(Step::ScriptFetched) {
-        let detail = &script.detail;
-        let hands_over = detail.ends_with("(local-disk)")
-            || detail.ends_with("(chain)")
-            || detail.contains("told to exit");
-        if hands_over {
-            return Diagnosis {
+
+    fn last_of(&self, step: Step) -> Option<&TimelineEvent> {
+        self.steps.iter().rev().find(|e| e.step == step)
+    }
+
+    /// Not over yet; once the machine has gone quiet, stopped, with advice.
+    fn pending(&self, summary: &str, advice: &str) -> Diagnosis {
+        Diagnosis {
+            verdict: if self.quiet {
+                Verdict::Stopped
+            } else {
+                Verdict::InProgress
+            },
+            summary: summary.to_string(),
+            advice: if self.quiet {
+                advice.to_string()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    /// The machine reached HTTP: it fetched files, or its script.
+    fn fetched(&self) -> Option<Diagnosis> {
+        if let Some(file) = self.last_of(Step::FileFetched) {
+            return Some(Diagnosis {
                 verdict: Verdict::Booted,
-                summary: format!("iPXE fetched its script and was handed over: {detail}."),
+                summary: format!(
+                    "The machine fetched its boot files over HTTP (last: {}).",
+                    file.detail
+                ),
                 advice: String::new(),
-            };
+            });
         }
-        if detail.contains("menu") {
-            return pending(
-                &format!("iPXE showed the boot menu ({detail}); no kernel was fetched yet."),
-                "Someone may have picked local disk or the menu is waiting for a choice; an entry that fails right away usually has a kernel the machine cannot reach over HTTP (check that the HTTP port is open from the machine's network).",
-            );
-        }
-        return pending(
-            &format!(
-                "iPXE fetched its script ({detail}) but no kernel or initrd has been fetched."
-            ),
-            "The HTTP port (default 8080) is probably blocked between the machine and bootherd, or the kernel download failed in iPXE (look at the machine's console for an iPXE error code and search it at ipxe.org/err).",
-        );
-    }
-    if let Some(refused) = last_of(Step::TftpRefused) {
-        return Diagnosis {
-            verdict: Verdict::Stopped,
-            summary: format!("The machine asked for a file over TFTP and it was refused: {}.", refused.detail),
-            advice: "The firmware asked for a file bootherd does not serve. If it is not the file bootherd offered, another DHCP server is handing out its own next-server and boot file: remove its PXE options (dhcp-boot, option 66/67) or let bootherd answer alone.".to_string() + &competing,
-        };
-    }
-    if let Some(failed) = last_of(Step::TftpFailed) {
-        return Diagnosis {
-            verdict: Verdict::Stopped,
-            summary: format!("The bootloader transfer started but did not finish: {}.", failed.detail),
-            advice: "A timeout after the first packet is the classic firewall/NAT problem: replies come from a new port that the firewall drops. Run with --single-port (all TFTP on port 69), or pick a transfer port range with --port-range LO:HI and open it in the firewall. On a lossy link, --max-retries N gives clients more chances.".into(),
-        };
-    }
-    if has(Step::TftpTransfer) {
-        return pending(
-            "The bootloader was transferred, but iPXE has not fetched its script.",
-            "iPXE starts its own DHCP after loading: it must get an answer from bootherd again (ProxyDHCP on port 67 must be reachable, and the LAN's DHCP server must still hand out an address) and then reach bootherd's HTTP port. A firewall on the HTTP port or a DHCP pool without free addresses are the usual causes.",
-        );
-    }
-    if let Some(offer) = last_of(Step::OfferSent) {
-        let over_http = offer.detail.contains("http://");
-        if over_http {
-            return pending(
+        if let Some(script) = self.last_of(Step::ScriptFetched) {
+            let detail = &script.detail;
+            let hands_over = detail.ends_with("(local-disk)")
+                || detail.ends_with("(chain)")
+                || detail.contains("told to exit");
+            if hands_over {
+                return Some(Diagnosis {
+                    verdict: Verdict::Booted,
+                    summary: format!("iPXE fetched its script and was handed over: {detail}."),
+                    advice: String::new(),
+                });
+            }
+            if detail.contains("menu") {
+                return Some(self.pending(
+                    &format!("iPXE showed the boot menu ({detail}); no kernel was fetched yet."),
+                    "Someone may have picked local disk or the menu is waiting for a choice; an entry that fails right away usually has a kernel the machine cannot reach over HTTP (check that the HTTP port is open from the machine's network).",
+                ));
+            }
+            return Some(self.pending(
                 &format!(
-                    "bootherd offered a boot script ({}) but it was never fetched.",
+                    "iPXE fetched its script ({detail}) but no kernel or initrd has been fetched."
+                ),
+                "The HTTP port (default 8080) is probably blocked between the machine and bootherd, or the kernel download failed in iPXE (look at the machine's console for an iPXE error code and search it at ipxe.org/err).",
+            ));
+        }
+        None
+    }
+
+    /// The bootloader over TFTP: refused, failed, or done without a script fetched after.
+    fn tftp(&self, competing: &str) -> Option<Diagnosis> {
+        if let Some(refused) = self.last_of(Step::TftpRefused) {
+            return Some(Diagnosis {
+                verdict: Verdict::Stopped,
+                summary: format!("The machine asked for a file over TFTP and it was refused: {}.", refused.detail),
+                advice: "The firmware asked for a file bootherd does not serve. If it is not the file bootherd offered, another DHCP server is handing out its own next-server and boot file: remove its PXE options (dhcp-boot, option 66/67) or let bootherd answer alone.".to_string() + competing,
+            });
+        }
+        if let Some(failed) = self.last_of(Step::TftpFailed) {
+            return Some(Diagnosis {
+                verdict: Verdict::Stopped,
+                summary: format!("The bootloader transfer started but did not finish: {}.", failed.detail),
+                advice: "A timeout after the first packet is the classic firewall/NAT problem: replies come from a new port that the firewall drops. Run with --single-port (all TFTP on port 69), or pick a transfer port range with --port-range LO:HI and open it in the firewall. On a lossy link, --max-retries N gives clients more chances.".into(),
+            });
+        }
+        if self.has(Step::TftpTransfer) {
+            return Some(self.pending(
+                "The bootloader was transferred, but iPXE has not fetched its script.",
+                "iPXE starts its own DHCP after loading: it must get an answer from bootherd again (ProxyDHCP on port 67 must be reachable, and the LAN's DHCP server must still hand out an address) and then reach bootherd's HTTP port. A firewall on the HTTP port or a DHCP pool without free addresses are the usual causes.",
+            ));
+        }
+        None
+    }
+
+    /// Nothing reached TFTP or HTTP: what DHCP got.
+    fn before_tftp(&self, competing: &str) -> Diagnosis {
+        if let Some(offer) = self.last_of(Step::OfferSent) {
+            let over_http = offer.detail.contains("http://");
+            if over_http {
+                return self.pending(
+                    &format!(
+                        "bootherd offered a boot script ({}) but it was never fetched.",
+                        offer.detail
+                    ),
+                    &format!(
+                        "The machine could not reach bootherd's HTTP port: check the firewall between them, and that the address in the offer is reachable from the machine's network.{competing}"
+                    ),
+                );
+            }
+            return self.pending(
+                &format!(
+                    "bootherd sent a boot offer ({}) but the bootloader was never requested.",
                     offer.detail
                 ),
                 &format!(
-                    "The machine could not reach bootherd's HTTP port: check the firewall between them, and that the address in the offer is reachable from the machine's network.{competing}"
+                    "Usually a firewall dropping TFTP (UDP 69) between the machine and bootherd, or a competing PXE server whose offer the firmware took instead. UEFI firmware also asks on port 4011: that port must be open too.{competing}"
                 ),
             );
         }
-        return pending(
+        if let Some(declined) = self.last_of(Step::NotAnswered) {
+            return Diagnosis {
+                verdict: Verdict::Stopped,
+                summary: format!("bootherd did not answer this machine: {}.", declined.detail),
+                advice: "Fix what the reason names: assign a ready profile, add the bootloader the architecture needs, or change the defaults for unknown machines.".into(),
+            };
+        }
+        self.pending(
+            "The machine sent DHCP requests but bootherd has not answered yet.",
             &format!(
-                "bootherd sent a boot offer ({}) but the bootloader was never requested.",
-                offer.detail
+                "The request may not have been a PXE request bootherd can answer yet (firmware retries), or the reply was lost.{competing}"
             ),
-            &format!(
-                "Usually a firewall dropping TFTP (UDP 69) between the machine and bootherd, or a competing PXE server whose offer the firmware took instead. UEFI firmware also asks on port 4011: that port must be open too.{competing}"
-            ),
-        );
+        )
     }
-    if let Some(declined) = last_of(Step::NotAnswered) {
-        return Diagnosis {
-            verdict: Verdict::Stopped,
-            summary: format!("bootherd did not answer this machine: {}.", declined.detail),
-            advice: "Fix what the reason names: assign a ready profile, add the bootloader the architecture needs, or change the defaults for unknown machines.".into(),
-        };
-    }
-    pending(
-        "The machine sent DHCP requests but bootherd has not answered yet.",
-        &format!(
-            "The request may not have been a PXE request bootherd can answer yet (firmware retries), or the reply was lost.{competing}"
-        ),
-    )
 }
 
 #[cfg(test)]
