@@ -94,58 +94,16 @@ async fn handle_datagram(
     let counters = &service.counters;
     match pxe::handle(datagram, pxe_arrival, service.policy.as_ref()) {
         Ok((request, reply)) => {
-            counters.requests.fetch_add(1, Ordering::Relaxed);
-            service.events.record(request_event(&request));
-            let destination = reply.destination;
-            let sent = socket
-                .send_via(
-                    &reply.bytes,
-                    SocketAddr::V4(destination.addr),
-                    Some(destination.source_ip),
-                    destination.ifindex,
-                )
-                .await;
-            let message_type = format!("{:?}", reply.message_type).to_uppercase();
-            match sent {
-                Ok(()) => {
-                    let counter = if reply.message_type == dhcproto::v4::MessageType::Offer {
-                        &counters.offers
-                    } else {
-                        &counters.acks
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    counters.by_arch.add(request.arch.name());
-                    info!(
-                        mac = %request.mac,
-                        port = port.name(),
-                        request = ?request.message_type,
-                        reply = %message_type,
-                        arch = %request.arch,
-                        firmware = request.firmware.name(),
-                        interface = %interface.name,
-                        next_server = %local_ip,
-                        bootfile = reply.offer.bootfile(),
-                        destination = %destination.addr,
-                        option43 = reply.vendor_options,
-                        relay = ?request.relay,
-                        "PXE boot offer sent"
-                    );
-                    service.events.record(PxeEvent::Replied {
-                        mac: request.mac,
-                        port,
-                        message_type,
-                        bootfile: reply.offer.bootfile().to_string(),
-                        destination: destination.addr,
-                    });
-                }
-                Err(e) => warn!(
-                    mac = %request.mac,
-                    destination = %destination.addr,
-                    interface = %interface.name,
-                    error = %e,
-                    "could not send the PXE reply; check the interface and firewall"
-                ),
-            }
+            send_reply(
+                socket,
+                port,
+                service,
+                &request,
+                reply,
+                &interface.name,
+                local_ip,
+            )
+            .await
         }
         Err(Ignored::Declined { request, reason }) => {
             counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -181,6 +139,71 @@ async fn handle_datagram(
         }
         // Ordinary DHCP traffic from non-PXE clients: the normal case on port 67.
         Err(reason) => debug!(%source, reason = %reason, "DHCP packet ignored"),
+    }
+}
+
+/// Sends the reply the core built, and records and logs it.
+async fn send_reply(
+    socket: &PktSocket,
+    port: ServerPort,
+    service: &DhcpService,
+    request: &pxe::PxeRequest,
+    reply: pxe::Reply,
+    interface: &str,
+    local_ip: Ipv4Addr,
+) {
+    let counters = &service.counters;
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    service.events.record(request_event(request));
+    let destination = reply.destination;
+    let sent = socket
+        .send_via(
+            &reply.bytes,
+            SocketAddr::V4(destination.addr),
+            Some(destination.source_ip),
+            destination.ifindex,
+        )
+        .await;
+    let message_type = format!("{:?}", reply.message_type).to_uppercase();
+    match sent {
+        Ok(()) => {
+            let counter = if reply.message_type == dhcproto::v4::MessageType::Offer {
+                &counters.offers
+            } else {
+                &counters.acks
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            counters.by_arch.add(request.arch.name());
+            info!(
+                mac = %request.mac,
+                port = port.name(),
+                request = ?request.message_type,
+                reply = %message_type,
+                arch = %request.arch,
+                firmware = request.firmware.name(),
+                interface = %interface,
+                next_server = %local_ip,
+                bootfile = reply.offer.bootfile(),
+                destination = %destination.addr,
+                option43 = reply.vendor_options,
+                relay = ?request.relay,
+                "PXE boot offer sent"
+            );
+            service.events.record(PxeEvent::Replied {
+                mac: request.mac,
+                port,
+                message_type,
+                bootfile: reply.offer.bootfile().to_string(),
+                destination: destination.addr,
+            });
+        }
+        Err(e) => warn!(
+            mac = %request.mac,
+            destination = %destination.addr,
+            interface = %interface,
+            error = %e,
+            "could not send the PXE reply; check the interface and firewall"
+        ),
     }
 }
 
