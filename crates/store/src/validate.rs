@@ -78,104 +78,110 @@ pub fn readiness(
     problems
 }
 
+/// What is wrong with one profile on its own terms (its references are checked against
+/// `state`).
+fn profile_errors(name: &Name, profile: &Profile, state: &State) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let subject = format!("profile '{name}'");
+    match profile {
+        Profile::Menu {
+            entries, default, ..
+        } => {
+            if entries.is_empty() {
+                problems.push(Problem {
+                    subject: subject.clone(),
+                    message: "a menu needs at least one entry".into(),
+                    needle: format!("{name}:"),
+                });
+            }
+            for entry in entries {
+                match state.profiles.get(entry) {
+                    None => problems.push(Problem {
+                        subject: subject.clone(),
+                        message: format!("menu entry '{entry}' is not a profile (define it, or remove it from the menu)"),
+                        needle: entry.to_string(),
+                    }),
+                    Some(Profile::Menu { .. }) => problems.push(Problem {
+                        subject: subject.clone(),
+                        message: format!("menu entry '{entry}' is itself a menu; menus cannot be nested"),
+                        needle: entry.to_string(),
+                    }),
+                    Some(_) => {}
+                }
+            }
+            if let Some(default) = default {
+                if !entries.contains(default) {
+                    problems.push(Problem {
+                        subject: subject.clone(),
+                        message: format!("default '{default}' is not one of the menu's entries"),
+                        needle: format!("default: {default}"),
+                    });
+                }
+            }
+        }
+        Profile::Chain { url, .. } => {
+            if !(url.starts_with("http://")
+                || url.starts_with("https://")
+                || url.starts_with("tftp://"))
+            {
+                problems.push(Problem {
+                    subject: subject.clone(),
+                    message: format!(
+                        "chain URL {url:?} must start with http://, https:// or tftp://"
+                    ),
+                    needle: url.clone(),
+                });
+            }
+            if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push(Problem {
+                    subject: subject.clone(),
+                    message: "chain URL contains spaces or control characters".into(),
+                    needle: url.clone(),
+                });
+            }
+        }
+        Profile::Bootfile { files, .. } => {
+            if files.is_empty() {
+                problems.push(Problem {
+                    subject: subject.clone(),
+                    message: "a bootfile profile needs at least one architecture: file entry"
+                        .into(),
+                    needle: format!("{name}:"),
+                });
+            }
+            for arch in files.keys() {
+                if !ARCH_NAMES.contains(&arch.as_str()) {
+                    problems.push(Problem {
+                        subject: subject.clone(),
+                        message: format!(
+                            "unknown architecture '{arch}' (use one of: {})",
+                            ARCH_NAMES.join(", ")
+                        ),
+                        needle: format!("{arch}:"),
+                    });
+                }
+            }
+        }
+        Profile::Linux { cmdline, .. } => {
+            if cmdline.chars().any(|c| c.is_control()) {
+                problems.push(Problem {
+                    subject: subject.clone(),
+                    message: "cmdline contains control characters".into(),
+                    needle: format!("{name}:"),
+                });
+            }
+        }
+        Profile::LocalDisk { .. } => {}
+    }
+    problems
+}
+
 /// Errors that make a state unusable. Empty means the state may be saved and used.
 pub fn errors(state: &State) -> Vec<Problem> {
     let mut problems = Vec::new();
     let known = |name: &Name| state.profiles.contains_key(name);
     for (name, profile) in &state.profiles {
-        let subject = format!("profile '{name}'");
-        match profile {
-            Profile::Menu {
-                entries, default, ..
-            } => {
-                if entries.is_empty() {
-                    problems.push(Problem {
-                        subject: subject.clone(),
-                        message: "a menu needs at least one entry".into(),
-                        needle: format!("{name}:"),
-                    });
-                }
-                for entry in entries {
-                    match state.profiles.get(entry) {
-                        None => problems.push(Problem {
-                            subject: subject.clone(),
-                            message: format!("menu entry '{entry}' is not a profile (define it, or remove it from the menu)"),
-                            needle: entry.to_string(),
-                        }),
-                        Some(Profile::Menu { .. }) => problems.push(Problem {
-                            subject: subject.clone(),
-                            message: format!("menu entry '{entry}' is itself a menu; menus cannot be nested"),
-                            needle: entry.to_string(),
-                        }),
-                        Some(_) => {}
-                    }
-                }
-                if let Some(default) = default {
-                    if !entries.contains(default) {
-                        problems.push(Problem {
-                            subject: subject.clone(),
-                            message: format!(
-                                "default '{default}' is not one of the menu's entries"
-                            ),
-                            needle: format!("default: {default}"),
-                        });
-                    }
-                }
-            }
-            Profile::Chain { url, .. } => {
-                if !(url.starts_with("http://")
-                    || url.starts_with("https://")
-                    || url.starts_with("tftp://"))
-                {
-                    problems.push(Problem {
-                        subject: subject.clone(),
-                        message: format!(
-                            "chain URL {url:?} must start with http://, https:// or tftp://"
-                        ),
-                        needle: url.clone(),
-                    });
-                }
-                if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    problems.push(Problem {
-                        subject: subject.clone(),
-                        message: "chain URL contains spaces or control characters".into(),
-                        needle: url.clone(),
-                    });
-                }
-            }
-            Profile::Bootfile { files, .. } => {
-                if files.is_empty() {
-                    problems.push(Problem {
-                        subject: subject.clone(),
-                        message: "a bootfile profile needs at least one architecture: file entry"
-                            .into(),
-                        needle: format!("{name}:"),
-                    });
-                }
-                for arch in files.keys() {
-                    if !ARCH_NAMES.contains(&arch.as_str()) {
-                        problems.push(Problem {
-                            subject: subject.clone(),
-                            message: format!(
-                                "unknown architecture '{arch}' (use one of: {})",
-                                ARCH_NAMES.join(", ")
-                            ),
-                            needle: format!("{arch}:"),
-                        });
-                    }
-                }
-            }
-            Profile::Linux { cmdline, .. } => {
-                if cmdline.chars().any(|c| c.is_control()) {
-                    problems.push(Problem {
-                        subject: subject.clone(),
-                        message: "cmdline contains control characters".into(),
-                        needle: format!("{name}:"),
-                    });
-                }
-            }
-            Profile::LocalDisk { .. } => {}
-        }
+        problems.extend(profile_errors(name, profile, state));
     }
     for (mac, machine) in &state.machines {
         for (field, value) in [("profile", &machine.profile), ("once", &machine.once)] {
