@@ -63,7 +63,7 @@ pub fn check_file_name(name: &str) -> Result<(), StoreError> {
     if valid {
         Ok(())
     } else {
-        Err(StoreError::Rejected(format!(
+        Err(StoreError::rejected(format!(
             "{name:?} is not a valid image file name: use letters, digits, '.', '_', '-' or '+', not starting with '.'"
         )))
     }
@@ -182,7 +182,7 @@ impl Images {
     ) -> Result<ImageFile, StoreError> {
         check_file_name(file_name)?;
         if file_name == MANIFEST {
-            return Err(StoreError::Rejected(format!(
+            return Err(StoreError::rejected(format!(
                 "{MANIFEST} is reserved for the image's own list of files"
             )));
         }

@@ -37,13 +37,44 @@ pub enum StoreError {
         message: String,
     },
     #[error("{0}")]
-    Rejected(String),
+    Rejected(Rejection),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+/// A change the store refuses, and the field it is about when it is about one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StoreError {
+    /// A refusal about no field in particular.
+    pub fn rejected(message: impl Into<String>) -> StoreError {
+        StoreError::Rejected(Rejection {
+            field: None,
+            message: message.into(),
+        })
+    }
+
+    /// A refusal about `field`.
+    pub fn rejected_field(field: &'static str, message: impl Into<String>) -> StoreError {
+        StoreError::Rejected(Rejection {
+            field: Some(field),
+            message: message.into(),
+        })
+    }
 }
 
 fn location(line: Option<usize>, column: Option<usize>) -> String {
@@ -168,7 +199,7 @@ impl Store {
     pub fn readiness(&self, name: &Name) -> Result<Vec<String>, StoreError> {
         let state = self.state();
         let Some(profile) = state.profiles.get(name) else {
-            return Err(StoreError::Rejected(format!(
+            return Err(StoreError::rejected(format!(
                 "profile '{name}' does not exist"
             )));
         };
@@ -193,7 +224,10 @@ impl Store {
         let value = change(&mut next)?;
         let errors = validate::errors(&next);
         if let Some(first) = errors.first() {
-            return Err(StoreError::Rejected(first.to_string()));
+            return Err(StoreError::Rejected(Rejection {
+                field: first.field,
+                message: first.to_string(),
+            }));
         }
         let images = self.image_map()?;
         for (mac, machine) in &next.machines {
@@ -217,9 +251,12 @@ impl Store {
                 if let Some(profile) = next.profiles.get(profile_name) {
                     let problems = validate::readiness(profile_name, profile, &next, &images);
                     if let Some(problem) = problems.first() {
-                        return Err(StoreError::Rejected(format!(
-                            "machine {mac}: cannot assign {field} '{profile_name}': {problem}"
-                        )));
+                        return Err(StoreError::rejected_field(
+                            field,
+                            format!(
+                                "machine {mac}: cannot assign {field} '{profile_name}': {problem}"
+                            ),
+                        ));
                     }
                 }
             }
@@ -267,14 +304,14 @@ impl Store {
             .map(|(n, _)| n.to_string())
             .collect();
         if !users.is_empty() {
-            return Err(StoreError::Rejected(format!(
+            return Err(StoreError::rejected(format!(
                 "image '{name}' is used by profile {}; change or remove {} first",
                 users.join(", "),
                 if users.len() == 1 { "it" } else { "them" }
             )));
         }
         if self.images.get(name)?.is_none() {
-            return Err(StoreError::Rejected(format!(
+            return Err(StoreError::rejected(format!(
                 "image '{name}' does not exist"
             )));
         }

@@ -230,31 +230,43 @@ fn validation_refuses_what_could_not_boot() {
         .import_reader(&name("debian"), "vmlinuz", &b"k"[..])
         .unwrap();
     assign_broken(&store).unwrap();
-    // Nested menus, dangling menu entries and bad URLs are refused.
-    for bad in [
-        Profile::Menu {
-            title: String::new(),
-            entries: vec![name("choose")],
-            default: None,
-            timeout: None,
-            description: String::new(),
-        },
-        Profile::Menu {
-            title: String::new(),
-            entries: vec![name("ghost")],
-            default: None,
-            timeout: None,
-            description: String::new(),
-        },
-        Profile::Chain {
-            url: "ftp://x".into(),
-            description: String::new(),
-        },
-        Profile::Bootfile {
-            image: name("syslinux"),
-            files: BTreeMap::from([("amiga".to_string(), "x".to_string())]),
-            description: String::new(),
-        },
+    // Nested menus, dangling menu entries and bad URLs are refused, each naming its field.
+    for (field, bad) in [
+        (
+            "entries",
+            Profile::Menu {
+                title: String::new(),
+                entries: vec![name("choose")],
+                default: None,
+                timeout: None,
+                description: String::new(),
+            },
+        ),
+        (
+            "entries",
+            Profile::Menu {
+                title: String::new(),
+                entries: vec![name("ghost")],
+                default: None,
+                timeout: None,
+                description: String::new(),
+            },
+        ),
+        (
+            "url",
+            Profile::Chain {
+                url: "ftp://x".into(),
+                description: String::new(),
+            },
+        ),
+        (
+            "files",
+            Profile::Bootfile {
+                image: name("syslinux"),
+                files: BTreeMap::from([("amiga".to_string(), "x".to_string())]),
+                description: String::new(),
+            },
+        ),
     ] {
         let err = store
             .update(|state| {
@@ -262,7 +274,12 @@ fn validation_refuses_what_could_not_boot() {
                 Ok(())
             })
             .unwrap_err();
-        assert!(matches!(err, StoreError::Rejected(_)), "{err}");
+        match err {
+            StoreError::Rejected(rejection) => {
+                assert_eq!(rejection.field, Some(field), "{rejection}")
+            }
+            other => panic!("not a rejection: {other}"),
+        }
     }
     // A corrupted image file flags the image: its profiles are no longer ready.
     fs::write(store.images().root().join("debian/linux"), b"tampered").unwrap();

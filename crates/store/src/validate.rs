@@ -13,6 +13,9 @@ use crate::model::{Name, Profile, State, UnknownMachines};
 pub struct Problem {
     /// What it concerns: `profile 'x'`, `machine 52:54:...`, `defaults`.
     pub subject: String,
+    /// The field of the profile, machine or defaults it is about, when it is about one
+    /// (`entries`, `url`, `files`, `profile`, ...), so a form can show it there.
+    pub field: Option<&'static str>,
     pub message: String,
     /// Text to look for in `state.yaml` to find the line (see [`locate`]).
     pub needle: String,
@@ -90,6 +93,7 @@ fn profile_errors(name: &Name, profile: &Profile, state: &State) -> Vec<Problem>
             if entries.is_empty() {
                 problems.push(Problem {
                     subject: subject.clone(),
+                    field: Some("entries"),
                     message: "a menu needs at least one entry".into(),
                     needle: format!("{name}:"),
                 });
@@ -98,11 +102,13 @@ fn profile_errors(name: &Name, profile: &Profile, state: &State) -> Vec<Problem>
                 match state.profiles.get(entry) {
                     None => problems.push(Problem {
                         subject: subject.clone(),
+                        field: Some("entries"),
                         message: format!("menu entry '{entry}' is not a profile (define it, or remove it from the menu)"),
                         needle: entry.to_string(),
                     }),
                     Some(Profile::Menu { .. }) => problems.push(Problem {
                         subject: subject.clone(),
+                        field: Some("entries"),
                         message: format!("menu entry '{entry}' is itself a menu; menus cannot be nested"),
                         needle: entry.to_string(),
                     }),
@@ -113,6 +119,7 @@ fn profile_errors(name: &Name, profile: &Profile, state: &State) -> Vec<Problem>
                 if !entries.contains(default) {
                     problems.push(Problem {
                         subject: subject.clone(),
+                        field: Some("default"),
                         message: format!("default '{default}' is not one of the menu's entries"),
                         needle: format!("default: {default}"),
                     });
@@ -126,6 +133,7 @@ fn profile_errors(name: &Name, profile: &Profile, state: &State) -> Vec<Problem>
             {
                 problems.push(Problem {
                     subject: subject.clone(),
+                    field: Some("url"),
                     message: format!(
                         "chain URL {url:?} must start with http://, https:// or tftp://"
                     ),
@@ -135,6 +143,7 @@ fn profile_errors(name: &Name, profile: &Profile, state: &State) -> Vec<Problem>
             if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 problems.push(Problem {
                     subject: subject.clone(),
+                    field: Some("url"),
                     message: "chain URL contains spaces or control characters".into(),
                     needle: url.clone(),
                 });
@@ -144,6 +153,7 @@ fn profile_errors(name: &Name, profile: &Profile, state: &State) -> Vec<Problem>
             if files.is_empty() {
                 problems.push(Problem {
                     subject: subject.clone(),
+                    field: Some("files"),
                     message: "a bootfile profile needs at least one architecture: file entry"
                         .into(),
                     needle: format!("{name}:"),
@@ -153,6 +163,7 @@ fn profile_errors(name: &Name, profile: &Profile, state: &State) -> Vec<Problem>
                 if !ARCH_NAMES.contains(&arch.as_str()) {
                     problems.push(Problem {
                         subject: subject.clone(),
+                        field: Some("files"),
                         message: format!(
                             "unknown architecture '{arch}' (use one of: {})",
                             ARCH_NAMES.join(", ")
@@ -166,6 +177,7 @@ fn profile_errors(name: &Name, profile: &Profile, state: &State) -> Vec<Problem>
             if cmdline.chars().any(|c| c.is_control()) {
                 problems.push(Problem {
                     subject: subject.clone(),
+                    field: Some("cmdline"),
                     message: "cmdline contains control characters".into(),
                     needle: format!("{name}:"),
                 });
@@ -189,6 +201,7 @@ pub fn errors(state: &State) -> Vec<Problem> {
                 if !known(profile) {
                     problems.push(Problem {
                         subject: format!("machine {mac}"),
+                        field: Some(field),
                         message: format!("{field} '{profile}' is not a profile (define it, or assign an existing one)"),
                         needle: format!("{field}: {profile}"),
                     });
@@ -200,6 +213,7 @@ pub fn errors(state: &State) -> Vec<Problem> {
         if !known(profile) {
             problems.push(Problem {
                 subject: "defaults".into(),
+                field: Some("unknown"),
                 message: format!("unknown machines boot '{profile}', which is not a profile"),
                 needle: format!("profile: {profile}"),
             });

@@ -32,6 +32,8 @@ use crate::{AppState, views};
 pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
+    /// The input field the refusal is about, when the store says.
+    field: Option<&'static str>,
 }
 
 impl ApiError {
@@ -39,6 +41,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            field: None,
         }
     }
 
@@ -60,9 +63,10 @@ impl From<StoreError> for ApiError {
         match e {
             // The change is well-formed but the store refuses it (dangling reference, unready
             // profile, image in use): 422, with the store's explanation.
-            StoreError::Rejected(message) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-            }
+            StoreError::Rejected(rejection) => ApiError {
+                field: rejection.field,
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, rejection.message)
+            },
             StoreError::Invalid { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
@@ -82,7 +86,11 @@ impl From<crate::auth::AuthError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        let body = match self.field {
+            Some(field) => json!({ "error": self.message, "field": field }),
+            None => json!({ "error": self.message }),
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

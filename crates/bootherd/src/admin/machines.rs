@@ -108,7 +108,7 @@ pub(crate) fn machine(command: MachineCommand, dir: &DataDir) -> anyhow::Result<
         MachineCommand::Remove { mac } => {
             store.update(|state| {
                 if state.machines.remove(&mac).is_none() {
-                    return Err(StoreError::Rejected(format!(
+                    return Err(StoreError::rejected(format!(
                         "machine {mac} is not registered"
                     )));
                 }

@@ -194,7 +194,7 @@ pub(crate) fn profile(command: ProfileCommand, dir: &DataDir) -> anyhow::Result<
         ProfileCommand::Remove { name } => {
             store.update(|state| {
                 if state.profiles.remove(&name).is_none() {
-                    return Err(StoreError::Rejected(format!(
+                    return Err(StoreError::rejected(format!(
                         "profile '{name}' does not exist"
                     )));
                 }

@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bootherd_store::{Name, Profile};
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use tracing::info;
 
 use super::extract::*;
@@ -65,11 +64,12 @@ pub(super) const KINDS: [(&str, &str); 5] = [
     ),
 ];
 
-pub(super) fn lines(text: &str) -> Vec<Value> {
+/// The non-empty lines of a text field, trimmed.
+pub(super) fn lines(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| Value::String(l.to_string()))
+        .map(str::to_string)
         .collect()
 }
 
@@ -125,90 +125,137 @@ impl ProfileForm {
         form
     }
 
-    /// Builds the profile through the same deserializer as the API and state.yaml, so the
-    /// form cannot make a profile the file format would not accept.
-    fn to_profile(&self) -> Result<(Name, Profile), String> {
-        let name: Name = self.name.trim().parse().map_err(|e| format!("name: {e}"))?;
-        let mut fields = Map::new();
-        fields.insert("kind".into(), self.kind.clone().into());
-        let put = |fields: &mut Map<String, Value>, key: &str, value: &str| {
-            if !value.trim().is_empty() {
-                fields.insert(key.into(), value.trim().into());
+    /// Builds the profile from the form's fields; a refusal names the field it is about.
+    fn to_profile(&self) -> Result<(Name, Profile), FieldError> {
+        let name: Name = self
+            .name
+            .trim()
+            .parse()
+            .map_err(|e| FieldError::new("name", format!("name: {e}")))?;
+        let kind = self.kind.as_str();
+        let required = |field: &'static str, value: &str| -> Result<String, FieldError> {
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(FieldError::new(
+                    field,
+                    format!("{field} is required for a {kind} profile"),
+                ));
             }
+            Ok(value.to_string())
         };
-        put(&mut fields, "description", &self.description);
-        match self.kind.as_str() {
-            "linux" => {
-                put(&mut fields, "image", &self.image);
-                put(&mut fields, "kernel", &self.kernel);
-                fields.insert("initrd".into(), Value::Array(lines(&self.initrd)));
-                put(&mut fields, "cmdline", &self.cmdline);
-            }
-            "menu" => {
-                put(&mut fields, "title", &self.title);
-                fields.insert("entries".into(), Value::Array(lines(&self.entries)));
-                put(&mut fields, "default", &self.default);
-                if !self.timeout.trim().is_empty() {
-                    let seconds: u32 = self.timeout.trim().parse().map_err(|_| {
-                        format!(
-                            "timeout: '{}' is not a number of seconds",
-                            self.timeout.trim()
+        let a_name = |field: &'static str, value: &str| -> Result<Name, FieldError> {
+            value
+                .trim()
+                .parse()
+                .map_err(|e| FieldError::new(field, format!("{field}: '{}': {e}", value.trim())))
+        };
+        let description = self.description.trim().to_string();
+        let profile = match kind {
+            "linux" => Profile::Linux {
+                image: a_name("image", &required("image", &self.image)?)?,
+                kernel: required("kernel", &self.kernel)?,
+                initrd: lines(&self.initrd),
+                cmdline: self.cmdline.trim().to_string(),
+                description,
+            },
+            "menu" => self.menu(description, a_name)?,
+            "local-disk" => Profile::LocalDisk { description },
+            "chain" => Profile::Chain {
+                url: required("url", &self.url)?,
+                description,
+            },
+            "bootfile" => {
+                let mut files = std::collections::BTreeMap::new();
+                for line in lines(&self.files) {
+                    let (arch, file) = line.split_once('=').ok_or_else(|| {
+                        FieldError::new(
+                            "files",
+                            format!("boot files: '{line}' should look like 'bios = pxelinux.0'"),
                         )
                     })?;
-                    fields.insert("timeout".into(), seconds.into());
+                    files.insert(arch.trim().to_string(), file.trim().to_string());
+                }
+                Profile::Bootfile {
+                    image: a_name("image", &required("image", &self.image)?)?,
+                    files,
+                    description,
                 }
             }
-            "chain" => put(&mut fields, "url", &self.url),
-            "bootfile" => {
-                put(&mut fields, "image", &self.image);
-                let mut files = Map::new();
-                for line in self.files.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                    let (arch, file) = line.split_once('=').ok_or_else(|| {
-                        format!("boot files: '{line}' should look like 'bios = pxelinux.0'")
-                    })?;
-                    files.insert(arch.trim().into(), file.trim().into());
-                }
-                fields.insert("files".into(), Value::Object(files));
+            other => {
+                let known: Vec<&str> = KINDS.iter().map(|(kind, _)| *kind).collect();
+                return Err(FieldError::new(
+                    "kind",
+                    format!(
+                        "kind: '{other}' is not a kind of profile (one of {})",
+                        known.join(", ")
+                    ),
+                ));
             }
-            _ => {}
-        }
-        let profile: Profile = serde_json::from_value(Value::Object(fields)).map_err(|e| {
-            let text = e.to_string();
-            match text.strip_prefix("missing field ") {
-                Some(field) => format!(
-                    "{} is required for a {} profile",
-                    field.trim_matches('`'),
-                    self.kind
-                ),
-                None => text,
-            }
-        })?;
+        };
         Ok((name, profile))
+    }
+
+    fn menu(
+        &self,
+        description: String,
+        a_name: impl Fn(&'static str, &str) -> Result<Name, FieldError>,
+    ) -> Result<Profile, FieldError> {
+        let entries = lines(&self.entries)
+            .iter()
+            .map(|entry| a_name("entries", entry))
+            .collect::<Result<Vec<Name>, FieldError>>()?;
+        let default = match self.default.trim() {
+            "" => None,
+            text => Some(a_name("default", text)?),
+        };
+        let timeout = match self.timeout.trim() {
+            "" => None,
+            text => Some(text.parse::<u32>().map_err(|_| {
+                FieldError::new(
+                    "timeout",
+                    format!("timeout: '{text}' is not a number of seconds"),
+                )
+            })?),
+        };
+        Ok(Profile::Menu {
+            title: self.title.trim().to_string(),
+            entries,
+            default,
+            timeout,
+            description,
+        })
     }
 }
 
-/// Which form field a refusal of the profile form is about, when it is about one.
-pub(super) fn field_of(message: &str) -> Option<&'static str> {
-    const FIELDS: [&str; 11] = [
-        "name", "kind", "image", "kernel", "initrd", "cmdline", "entries", "default", "timeout",
-        "url", "files",
-    ];
-    let first = message
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .find(|w| !w.is_empty())?;
-    FIELDS.into_iter().find(|f| *f == first).or_else(|| {
-        if message.starts_with("boot files") {
-            Some("files")
-        } else if message.contains("unknown variant") {
-            Some("kind")
-        } else if message.contains("menu entry") {
-            Some("entries")
-        } else if message.contains("already exists") {
-            Some("name")
-        } else {
-            None
+/// A refusal of the profile form, and the field it is about when it is about one.
+#[derive(Debug)]
+pub(super) struct FieldError {
+    field: Option<&'static str>,
+    message: String,
+}
+
+impl FieldError {
+    fn new(field: &'static str, message: String) -> FieldError {
+        FieldError {
+            field: Some(field),
+            message,
         }
-    })
+    }
+}
+
+impl From<bootherd_store::StoreError> for FieldError {
+    fn from(e: bootherd_store::StoreError) -> FieldError {
+        match e {
+            bootherd_store::StoreError::Rejected(rejection) => FieldError {
+                field: rejection.field,
+                message: rejection.message,
+            },
+            other => FieldError {
+                field: None,
+                message: other.to_string(),
+            },
+        }
+    }
 }
 
 #[derive(Template)]
@@ -322,13 +369,15 @@ pub(super) async fn save_profile(
     let editing = !form.editing.is_empty();
     let result = form.to_profile().and_then(|(name, profile)| {
         if !editing && state.boot.store().state().profiles.contains_key(&name) {
-            return Err(format!(
-                "a profile named '{name}' already exists: pick another name or edit that one"
+            return Err(FieldError::new(
+                "name",
+                format!(
+                    "a profile named '{name}' already exists: pick another name or edit that one"
+                ),
             ));
         }
-        api::save_profile(&state, name.clone(), profile)
-            .map(|()| name)
-            .map_err(|e| e.to_string())
+        api::save_profile(&state, name.clone(), profile)?;
+        Ok(name)
     });
     match result {
         Ok(name) => {
@@ -338,9 +387,9 @@ pub(super) async fn save_profile(
                 &format!("Profile {name} saved."),
             ))
         }
-        Err(message) => {
+        Err(FieldError { field, message }) => {
             let mut page = profile_page(&state, &user, &headers, form);
-            match field_of(&message) {
+            match field {
                 Some(field) => {
                     page.layout.error = Some("The profile was not saved; see below.".into());
                     page.error_field = field.to_string();
@@ -371,5 +420,95 @@ pub(super) async fn delete_profile(
 impl CsrfField for ProfileForm {
     fn csrf(&self) -> &str {
         &self.csrf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profiles() -> Vec<Profile> {
+        let name = |text: &str| -> Name { text.parse().unwrap() };
+        vec![
+            Profile::Linux {
+                image: name("debian"),
+                kernel: "linux".into(),
+                initrd: vec!["initrd.gz".into(), "firmware.cpio".into()],
+                cmdline: "console=ttyS0".into(),
+                description: "installer".into(),
+            },
+            Profile::Menu {
+                title: "Pick".into(),
+                entries: vec![name("a"), name("b")],
+                default: Some(name("b")),
+                timeout: Some(5),
+                description: String::new(),
+            },
+            Profile::LocalDisk {
+                description: String::new(),
+            },
+            Profile::Chain {
+                url: "https://boot.netboot.xyz".into(),
+                description: String::new(),
+            },
+            Profile::Bootfile {
+                image: name("legacy"),
+                files: [("bios".to_string(), "pxelinux.0".to_string())].into(),
+                description: String::new(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_the_form() {
+        let name: Name = "p".parse().unwrap();
+        for profile in profiles() {
+            let form = ProfileForm::from_profile(&name, &profile);
+            let (back_name, back) = form.to_profile().unwrap();
+            assert_eq!((back_name, back), (name.clone(), profile));
+        }
+    }
+
+    #[test]
+    fn a_refused_form_names_its_field() {
+        let form = |kind: &str, edit: fn(&mut ProfileForm)| {
+            let mut form = ProfileForm {
+                name: "p".into(),
+                kind: kind.into(),
+                ..ProfileForm::default()
+            };
+            edit(&mut form);
+            form.to_profile().unwrap_err()
+        };
+        let err = form("linux", |f| f.image = "debian".into());
+        assert_eq!(err.field, Some("kernel"));
+        assert_eq!(err.message, "kernel is required for a linux profile");
+        assert_eq!(
+            form("linux", |f| f.name = "Bad Name".into()).field,
+            Some("name")
+        );
+        assert_eq!(
+            form("menu", |f| f.timeout = "soon".into()).field,
+            Some("timeout")
+        );
+        assert_eq!(
+            form("menu", |f| f.entries = "ok\nNot Ok".into()).field,
+            Some("entries")
+        );
+        assert_eq!(
+            form("bootfile", |f| {
+                f.image = "x".into();
+                f.files = "bios pxelinux.0".into();
+            })
+            .field,
+            Some("files")
+        );
+        assert_eq!(form("floppy", |_| {}).field, Some("kind"));
+        // The store's refusals carry their field too.
+        let rejected = FieldError::from(bootherd_store::StoreError::rejected_field(
+            "entries",
+            "menu entry 'x' is not a profile",
+        ));
+        assert_eq!(rejected.field, Some("entries"));
     }
 }
