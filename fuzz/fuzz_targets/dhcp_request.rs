@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 struct Always;
 
 impl BootPolicy for Always {
-    fn boot_offer(&self, _: &PxeRequest) -> Result<BootOffer, String> {
+    fn boot_offer(&self, _: &PxeRequest) -> Result<BootOffer, bootherd_pxe::Decline> {
         Ok(BootOffer::Tftp {
             filename: "undionly.kpxe".into(),
         })

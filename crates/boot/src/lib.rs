@@ -226,7 +226,8 @@ impl EventSink for Boot {
                 format!("{message_type} with boot file '{bootfile}' to {destination}"),
             ),
             PxeEvent::Declined { mac, reason } => {
-                self.timeline.record(mac_of(mac), Step::NotAnswered, reason)
+                self.timeline
+                    .record(mac_of(mac), Step::NotAnswered, reason.message)
             }
             PxeEvent::CompetingServer(offer) => self.timeline.record(
                 mac_of(offer.client),

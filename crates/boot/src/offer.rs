@@ -1,7 +1,7 @@
 //! What DHCP offers: the boot file or URL for a machine's firmware, from the one loader table
 //! (`bootloader_candidates`). An offered file is always one the file source can serve.
 
-use bootherd_pxe::{ArchKey, BootOffer, BootPolicy, Firmware, PxeRequest};
+use bootherd_pxe::{ArchKey, BootOffer, BootPolicy, Decline, DeclineCause, Firmware, PxeRequest};
 use bootherd_store::Profile;
 use bootherd_tftp::{FileSource, TftpPath};
 
@@ -50,12 +50,15 @@ impl Boot {
 }
 
 impl BootPolicy for Boot {
-    fn boot_offer(&self, request: &PxeRequest) -> Result<BootOffer, String> {
+    fn boot_offer(&self, request: &PxeRequest) -> Result<BootOffer, Decline> {
         let mac = mac_of(request.mac);
         let state = self.store.state();
         let decision = Self::decide(&state, &mac);
         if decision == Decision::Ignore {
-            return Err("unknown machine, and the defaults say to ignore unknown machines".into());
+            return Err(Decline::new(
+                DeclineCause::Ignored,
+                "unknown machine, and the defaults say to ignore unknown machines (assign it a profile, or change what unknown machines boot in the defaults)",
+            ));
         }
         let arch = request.arch.key();
         match request.firmware {
@@ -74,7 +77,14 @@ impl BootPolicy for Boot {
                     ),
                 })
                 .ok_or_else(|| {
-                    format!("no iPXE bootloader for {} to send over HTTP", request.arch)
+                    Decline::new(
+                        DeclineCause::NothingForArch,
+                        format!(
+                            "no iPXE bootloader for {} to send over HTTP (looked for {}); add one to the bootloader directory (--bootloaders DIR)",
+                            request.arch,
+                            bootloader_candidates(arch).join(", ")
+                        ),
+                    )
                 }),
             Firmware::Pxe => {
                 if let Decision::Profile {
@@ -84,23 +94,36 @@ impl BootPolicy for Boot {
                 } = &decision
                 {
                     let file = files.get(arch.name()).ok_or_else(|| {
-                        format!("profile '{name}' has no boot file for {}", request.arch)
+                        Decline::new(
+                            DeclineCause::NothingForArch,
+                            format!(
+                                "profile '{name}' has no boot file for {} (add '{}: FILE' to its files)",
+                                request.arch,
+                                arch.name()
+                            ),
+                        )
                     })?;
                     let path = format!("images/{image}/{file}");
                     return match TftpPath::parse(&path) {
                         Ok(p) if self.contains(&p) => Ok(BootOffer::Tftp { filename: path }),
-                        _ => Err(format!(
-                            "profile '{name}': '{path}' is not in the image store"
+                        _ => Err(Decline::new(
+                            DeclineCause::FileMissing,
+                            format!(
+                                "profile '{name}': '{path}' is not in the image store (add it with bootherd image add {image} FILE)"
+                            ),
                         )),
                     };
                 }
                 self.bootloader(arch)
                     .map(|filename| BootOffer::Tftp { filename })
                     .ok_or_else(|| {
-                        format!(
-                            "no bootloader for {} (looked for {}); install Debian's ipxe package or add one to the bootloader directory",
-                            request.arch,
-                            bootloader_candidates(arch).join(", ")
+                        Decline::new(
+                            DeclineCause::NothingForArch,
+                            format!(
+                                "no bootloader for {} (looked for {}); install Debian's ipxe package or add one to the bootloader directory (--bootloaders DIR)",
+                                request.arch,
+                                bootloader_candidates(arch).join(", ")
+                            ),
                         )
                     })
             }

@@ -255,7 +255,8 @@ fn bootfile_profiles_and_ignored_machines() {
         }
     );
     let err = boot.boot_offer(&request(Firmware::Pxe, 7)).unwrap_err();
-    assert!(err.contains("no boot file for efi-x64"), "{err}");
+    assert!(err.message.contains("no boot file for efi-x64"), "{err}");
+    assert_eq!(err.cause, bootherd_pxe::DeclineCause::NothingForArch);
     boot.store()
         .update(|state| {
             state.machines.clear();

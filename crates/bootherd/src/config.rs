@@ -457,6 +457,7 @@ mod tests {
                 include_str!("../../boot/src/timeline.rs"),
             ),
             ("boot/src/lib.rs", include_str!("../../boot/src/lib.rs")),
+            ("boot/src/offer.rs", include_str!("../../boot/src/offer.rs")),
             (
                 "tftp/src/source.rs",
                 include_str!("../../tftp/src/source.rs"),

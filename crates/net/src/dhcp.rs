@@ -113,6 +113,7 @@ async fn handle_datagram(
                 mac = %request.mac,
                 arch = %request.arch,
                 firmware = request.firmware.name(),
+                cause = reason.cause.name(),
                 reason = %reason,
                 "not answering PXE request"
             );

@@ -42,7 +42,10 @@ pub enum PxeEvent {
         server: Ipv4Addr,
     },
     /// The policy chose not to answer this machine.
-    Declined { mac: MacAddr, reason: String },
+    Declined {
+        mac: MacAddr,
+        reason: crate::policy::Decline,
+    },
     /// Another server on the segment offered something to boot.
     CompetingServer(ForeignBootOffer),
 }

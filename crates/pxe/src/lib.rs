@@ -23,7 +23,7 @@ mod tests;
 
 pub use arch::{Arch, ArchKey, Cpu, Platform};
 pub use events::{EventSink, NoEvents, PxeEvent};
-pub use policy::{BootOffer, BootPolicy};
+pub use policy::{BootOffer, BootPolicy, Decline, DeclineCause};
 pub use reply::{Destination, Reply, handle, respond};
 pub use request::{
     Arrival, ClientClass, Firmware, Ignored, MacAddr, PxeRequest, ServerPort, classify,

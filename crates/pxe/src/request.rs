@@ -123,7 +123,7 @@ pub enum Ignored {
     #[error("declined by boot policy: {reason}")]
     Declined {
         request: Box<PxeRequest>,
-        reason: String,
+        reason: crate::policy::Decline,
     },
 }
 

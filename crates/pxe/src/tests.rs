@@ -22,7 +22,7 @@ const MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xb4, 0xe2, 0xe0]);
 struct TestPolicy;
 
 impl BootPolicy for TestPolicy {
-    fn boot_offer(&self, request: &PxeRequest) -> Result<BootOffer, String> {
+    fn boot_offer(&self, request: &PxeRequest) -> Result<BootOffer, Decline> {
         let url = || BootOffer::Http {
             url: format!(
                 "http://{}/boot/{}.ipxe",
@@ -40,7 +40,10 @@ impl BootPolicy for TestPolicy {
             (Firmware::Pxe, "efi-arm64") => Ok(BootOffer::Tftp {
                 filename: "arm64/ipxe.efi".into(),
             }),
-            (_, other) => Err(format!("no bootloader for {other}")),
+            (_, other) => Err(Decline::new(
+                DeclineCause::NothingForArch,
+                format!("no bootloader for {other}"),
+            )),
         }
     }
 }
@@ -379,7 +382,7 @@ fn non_pxe_clients_and_other_message_types_are_ignored() {
     match handle(&riscv, local_arrival(), &TestPolicy) {
         Err(Ignored::Declined { request, reason }) => {
             assert_eq!(request.arch.name(), "efi-riscv64");
-            assert!(reason.contains("efi-riscv64"));
+            assert!(reason.message.contains("efi-riscv64"));
         }
         other => panic!("{other:?}"),
     }
