@@ -75,118 +75,135 @@ pub(crate) fn render(cli: &Cli, tables: &[Table]) -> anyhow::Result<String> {
     writeln!(out)?;
     let mut verdicts = Vec::new();
     for table in tables {
-        writeln!(out, "## {}", table.title)?;
-        writeln!(out)?;
-        writeln!(
-            out,
-            "Figure: {} ({}, {} is better).",
-            table.what,
-            table.unit,
-            if table.higher_is_better {
-                "higher"
-            } else {
-                "lower"
-            }
-        )?;
-        writeln!(out)?;
-        writeln!(
-            out,
-            "| server | {} (median) | range | bootherd vs this | CPU s/GiB | CPU s | peak RSS MiB | failures | notes |",
-            table.unit
-        )?;
-        writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
-        let ours = table
-            .rows
-            .iter()
-            .find(|r| r.peer == Peer::Bootherd)
-            .map(|r| median(&mut good_values(r)));
-        let mut best_peer: Option<f64> = None;
-        let mut best_row: Option<&Row> = None;
-        for row in &table.rows {
-            if let Some(reason) = &row.unsupported {
-                writeln!(out, "| {} | n/a | | | | | | | {reason} |", row.peer.name())?;
-                continue;
-            }
-            let mut values = good_values(row);
-            let med = median(&mut values);
-            let (lo, hi) = (
-                values.first().copied().unwrap_or(f64::NAN),
-                values.last().copied().unwrap_or(f64::NAN),
-            );
-            let ratio = match (ours, row.peer) {
-                (_, Peer::Bootherd) => "—".to_string(),
-                (Some(o), _) if table.higher_is_better => format!("{:.2}×", o / med),
-                (Some(o), _) => format!("{:.2}×", med / o),
-                _ => String::new(),
-            };
-            if row.peer.is_other_server() && med.is_finite() {
-                let better = match best_peer {
-                    None => true,
-                    Some(b) if table.higher_is_better => med > b,
-                    Some(b) => med < b,
-                };
-                if better {
-                    best_peer = Some(med);
-                    best_row = Some(row);
-                }
-            }
-            let mut cpu_gib: Vec<f64> = row
-                .samples
-                .iter()
-                .map(|s| s.cpu_per_gib)
-                .filter(|v| v.is_finite())
-                .collect();
-            let mut cpu_s: Vec<f64> = row.samples.iter().map(|s| s.cpu_seconds).collect();
-            let peak = row.samples.iter().map(|s| s.peak_rss).max().unwrap_or(0) as f64 / MIB;
-            let failures: u64 = row.samples.iter().map(|s| s.failures).sum();
-            let mut notes: Vec<String> = row
-                .samples
-                .iter()
-                .map(|s| s.extra.clone())
-                .filter(|e| !e.is_empty())
-                .take(1)
-                .collect();
-            if let Some(error) = row
-                .samples
-                .iter()
-                .map(|s| s.note.clone())
-                .find(|n| !n.is_empty())
-            {
-                notes.push(format!("first failure: {error}"));
-            }
-            writeln!(
-                out,
-                "| {} | {:.1} | {:.1}–{:.1} | {ratio} | {} | {:.2} | {peak:.1} | {failures} | {} |",
-                row.peer.name(),
-                med,
-                lo,
-                hi,
-                if cpu_gib.is_empty() {
-                    "—".into()
-                } else {
-                    format!("{:.2}", median(&mut cpu_gib))
-                },
-                median(&mut cpu_s),
-                notes.join("; ")
-            )?;
-        }
-        writeln!(out)?;
-        let our_row = table.rows.iter().find(|r| r.peer == Peer::Bootherd);
-        if let (Some(o), Some(b), Some(ours_row), Some(best_row)) =
-            (ours, best_peer, our_row, best_row)
-        {
-            let verdict = paired_verdict(ours_row, best_row, table.higher_is_better);
-            verdicts.push(format!(
-                "- {}: bootherd {o:.1} vs best peer ({}) {b:.1} {} by median — {verdict}",
-                table.title,
-                best_row.peer.name(),
-                table.unit,
-            ));
-        }
+        write_table(&mut out, table, &mut verdicts)?;
     }
+    write_targets(&mut out, tables, &verdicts)?;
+    // Hand-written findings that go with the figures (profiling, changes made, assessment).
+    if let Ok(notes) = fs::read_to_string("bench/notes.md") {
+        writeln!(out)?;
+        out.push_str(&notes);
+    }
+    Ok(out)
+}
+
+/// One scenario's table, and its verdict against the targets.
+fn write_table(out: &mut String, table: &Table, verdicts: &mut Vec<String>) -> anyhow::Result<()> {
+    writeln!(out, "## {}", table.title)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Figure: {} ({}, {} is better).",
+        table.what,
+        table.unit,
+        if table.higher_is_better {
+            "higher"
+        } else {
+            "lower"
+        }
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| server | {} (median) | range | bootherd vs this | CPU s/GiB | CPU s | peak RSS MiB | failures | notes |",
+        table.unit
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
+    let ours = table
+        .rows
+        .iter()
+        .find(|r| r.peer == Peer::Bootherd)
+        .map(|r| median(&mut good_values(r)));
+    let mut best_peer: Option<f64> = None;
+    let mut best_row: Option<&Row> = None;
+    for row in &table.rows {
+        if let Some(reason) = &row.unsupported {
+            writeln!(out, "| {} | n/a | | | | | | | {reason} |", row.peer.name())?;
+            continue;
+        }
+        let mut values = good_values(row);
+        let med = median(&mut values);
+        let (lo, hi) = (
+            values.first().copied().unwrap_or(f64::NAN),
+            values.last().copied().unwrap_or(f64::NAN),
+        );
+        let ratio = match (ours, row.peer) {
+            (_, Peer::Bootherd) => "—".to_string(),
+            (Some(o), _) if table.higher_is_better => format!("{:.2}×", o / med),
+            (Some(o), _) => format!("{:.2}×", med / o),
+            _ => String::new(),
+        };
+        if row.peer.is_other_server() && med.is_finite() {
+            let better = match best_peer {
+                None => true,
+                Some(b) if table.higher_is_better => med > b,
+                Some(b) => med < b,
+            };
+            if better {
+                best_peer = Some(med);
+                best_row = Some(row);
+            }
+        }
+        let mut cpu_gib: Vec<f64> = row
+            .samples
+            .iter()
+            .map(|s| s.cpu_per_gib)
+            .filter(|v| v.is_finite())
+            .collect();
+        let mut cpu_s: Vec<f64> = row.samples.iter().map(|s| s.cpu_seconds).collect();
+        let peak = row.samples.iter().map(|s| s.peak_rss).max().unwrap_or(0) as f64 / MIB;
+        let failures: u64 = row.samples.iter().map(|s| s.failures).sum();
+        let mut notes: Vec<String> = row
+            .samples
+            .iter()
+            .map(|s| s.extra.clone())
+            .filter(|e| !e.is_empty())
+            .take(1)
+            .collect();
+        if let Some(error) = row
+            .samples
+            .iter()
+            .map(|s| s.note.clone())
+            .find(|n| !n.is_empty())
+        {
+            notes.push(format!("first failure: {error}"));
+        }
+        writeln!(
+            out,
+            "| {} | {:.1} | {:.1}–{:.1} | {ratio} | {} | {:.2} | {peak:.1} | {failures} | {} |",
+            row.peer.name(),
+            med,
+            lo,
+            hi,
+            if cpu_gib.is_empty() {
+                "—".into()
+            } else {
+                format!("{:.2}", median(&mut cpu_gib))
+            },
+            median(&mut cpu_s),
+            notes.join("; ")
+        )?;
+    }
+    writeln!(out)?;
+    let our_row = table.rows.iter().find(|r| r.peer == Peer::Bootherd);
+    if let (Some(o), Some(b), Some(ours_row), Some(best_row)) = (ours, best_peer, our_row, best_row)
+    {
+        let verdict = paired_verdict(ours_row, best_row, table.higher_is_better);
+        verdicts.push(format!(
+            "- {}: bootherd {o:.1} vs best peer ({}) {b:.1} {} by median — {verdict}",
+            table.title,
+            best_row.peer.name(),
+            table.unit,
+        ));
+    }
+    Ok(())
+}
+
+/// The verdicts, and the targets that are not a comparison (storm failures and memory,
+/// windowing).
+fn write_targets(out: &mut String, tables: &[Table], verdicts: &[String]) -> anyhow::Result<()> {
     writeln!(out, "## Targets")?;
     writeln!(out)?;
-    for v in &verdicts {
+    for v in verdicts {
         writeln!(out, "{v}")?;
     }
     if let Some(storm) = tables.iter().find(|t| t.title.starts_with("Boot storm")) {
@@ -228,12 +245,7 @@ pub(crate) fn render(cli: &Cli, tables: &[Table]) -> anyhow::Result<String> {
             )?;
         }
     }
-    // Hand-written findings that go with the figures (profiling, changes made, assessment).
-    if let Ok(notes) = fs::read_to_string("bench/notes.md") {
-        writeln!(out)?;
-        out.push_str(&notes);
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// Whether bootherd is slower than `best`, judged repetition by repetition: the harness runs

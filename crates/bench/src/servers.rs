@@ -124,6 +124,44 @@ pub(crate) fn start(
         );
     }
     let root_text = root.to_str().context("root path is not UTF-8")?;
+    let mut command = server_command(peer, root_text, programs, cpu);
+    // The server joins its group itself, before its first instruction, so that no child it
+    // forks can escape the count.
+    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start_number = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let group = CpuGroup::create(&format!(
+        "bootherd-bench-{}-{start_number}-{}",
+        std::process::id(),
+        peer.name()
+    ));
+    if let Some(group) = &group {
+        let mut joining = Command::new("sh");
+        joining
+            .arg("-c")
+            .arg(r#"echo $$ > "$0" && exec "$@""#)
+            .arg(group.procs_file())
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (key, value) in command.get_envs() {
+            if let Some(value) = value {
+                joining.env(key, value);
+            }
+        }
+        command = joining;
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", peer.name()))?;
+    let running = Running { child, group };
+    wait_ready(peer)?;
+    Ok(running)
+}
+
+/// The command line that runs `peer` serving `root` on `ADDRESS`, pinned to `cpu` if given.
+fn server_command(peer: Peer, root_text: &str, programs: &Programs, cpu: Option<usize>) -> Command {
     let program = |path: &Path| match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -132,7 +170,7 @@ pub(crate) fn start(
         }
         None => Command::new(path),
     };
-    let mut command = match peer {
+    match peer {
         Peer::Bootherd | Peer::Baseline => {
             let binary = programs.bootherd_for(peer);
             let mut c = program(binary);
@@ -208,40 +246,7 @@ pub(crate) fn start(
             ]);
             c
         }
-    };
-    // The server joins its group itself, before its first instruction, so that no child it
-    // forks can escape the count.
-    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let start_number = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let group = CpuGroup::create(&format!(
-        "bootherd-bench-{}-{start_number}-{}",
-        std::process::id(),
-        peer.name()
-    ));
-    if let Some(group) = &group {
-        let mut joining = Command::new("sh");
-        joining
-            .arg("-c")
-            .arg(r#"echo $$ > "$0" && exec "$@""#)
-            .arg(group.procs_file())
-            .arg(command.get_program())
-            .args(command.get_args());
-        for (key, value) in command.get_envs() {
-            if let Some(value) = value {
-                joining.env(key, value);
-            }
-        }
-        command = joining;
     }
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", peer.name()))?;
-    let running = Running { child, group };
-    wait_ready(peer)?;
-    Ok(running)
 }
 
 /// Ready when a request for a missing file gets an ERROR back.

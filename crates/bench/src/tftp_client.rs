@@ -25,21 +25,8 @@ pub(crate) struct Got {
     pub(crate) windowed: bool,
 }
 
-/// Downloads `file` and checks every byte against `expected`.
-pub(crate) async fn get_verified(
-    server: SocketAddr,
-    file: &str,
-    expected: &[u8],
-    options: GetOptions,
-) -> Result<Got, String> {
-    let started = Instant::now();
-    let socket = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let local_any = server.ip().is_loopback();
-    if !local_any {
-        return Err("the load client only targets loopback".into());
-    }
+/// The RRQ for `file` with the options asked for.
+fn read_request(file: &str, options: &GetOptions) -> Vec<u8> {
     let mut request_options = Vec::new();
     let (b, w);
     if let Some(blksize) = options.blksize {
@@ -60,6 +47,25 @@ pub(crate) async fn get_verified(
             options: request_options,
         },
     );
+    rrq
+}
+
+/// Downloads `file` and checks every byte against `expected`.
+pub(crate) async fn get_verified(
+    server: SocketAddr,
+    file: &str,
+    expected: &[u8],
+    options: GetOptions,
+) -> Result<Got, String> {
+    let started = Instant::now();
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let local_any = server.ip().is_loopback();
+    if !local_any {
+        return Err("the load client only targets loopback".into());
+    }
+    let rrq = read_request(file, &options);
     socket
         .send_to(&rrq, server)
         .await
