@@ -1,7 +1,8 @@
 //! bootherd-boot: the brain. Decides what each machine boots, from the store, and answers the
-//! three protocols from that one decision: the DHCP boot offer ([`BootPolicy`]), the files TFTP
-//! serves ([`FileSource`]) and the iPXE script HTTP serves ([`Boot::script`]). Because all three
-//! come from the same state, they cannot disagree.
+//! three protocols from that one decision: the DHCP boot offer
+//! ([`BootPolicy`](bootherd_pxe::BootPolicy)), the files TFTP serves ([`FileSource`]) and the
+//! iPXE script HTTP serves ([`Boot::script`]). Because all three come from the same state, they
+//! cannot disagree.
 //!
 //! It does no networking and no file serving itself.
 

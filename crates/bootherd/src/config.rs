@@ -480,7 +480,10 @@ mod tests {
             ),
             ("web/src/intake.rs", include_str!("../../web/src/intake.rs")),
             ("web/src/serve.rs", include_str!("../../web/src/serve.rs")),
-            ("web/src/api.rs", include_str!("../../web/src/api.rs")),
+            (
+                "web/src/api/images.rs",
+                include_str!("../../web/src/api/images.rs"),
+            ),
         ] {
             let mut rest = text;
             while let Some(at) = rest.find("--") {
