@@ -189,9 +189,10 @@ pub trait FileSource: Send + Sync + fmt::Debug {
     }
 }
 
-/// Several sources searched in order; the first that has the file serves it. `bootherd serve`
-/// layers the TFTP root over the bootloader directory this way. A file that exists but is
-/// refused (outside its root, unreadable) is reported, not skipped.
+/// Several sources searched in order; the first that has the file serves it (none at all: a
+/// source that has nothing, which `bootherd serve` uses when there is no bootloader
+/// directory). A file that exists but is refused (outside its root, unreadable) is reported,
+/// not skipped.
 #[derive(Debug)]
 pub struct FirstOf(pub Vec<Arc<dyn FileSource>>);
 
