@@ -4,6 +4,7 @@
 //!   step, so nothing outside it is ever served, whatever symlinks are swapped in meanwhile.
 //! - [`landing`]: the one way a file is written: whole or not at all (temporary file, fsync,
 //!   rename or link, directory fsync), with leftovers of crashed writers cleared at start.
+//! - [`lock`]: writers of one file in several processes take turns (`flock`).
 //! - [`DirSource`] and [`DirUploads`]: a directory as the TFTP core's file source and upload
 //!   target, built on the two above (feature `tftp`).
 //!
@@ -14,6 +15,7 @@ pub mod beneath;
 #[cfg(feature = "tftp")]
 mod dir_source;
 pub mod landing;
+pub mod lock;
 #[cfg(feature = "tftp")]
 mod uploads;
 

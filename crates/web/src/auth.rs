@@ -122,7 +122,9 @@ struct TokenFileContents {
 }
 
 /// The token file's version (modified time, length) and its tokens.
-type TokenCache = (Option<(SystemTime, u64)>, Vec<ApiToken>);
+/// Which version of the file (device, inode, mtime, length) a cached token list was read from.
+type TokenStamp = (u64, u64, SystemTime, u64);
+type TokenCache = (Option<TokenStamp>, Vec<ApiToken>);
 
 /// `api-tokens.yaml`, re-read when it changes on disk (so `bootherd token add` works while
 /// the server runs).
@@ -144,30 +146,56 @@ impl TokenFile {
         &self.path
     }
 
-    fn stamp(&self) -> Option<(SystemTime, u64)> {
-        fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+    /// Every write is a rename, so a new inode: the inode tells versions apart even when two
+    /// writes fall in one clock tick and leave files of one length.
+    fn stamp(&self) -> Option<TokenStamp> {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&self.path).ok().map(|m| {
+            (
+                m.dev(),
+                m.ino(),
+                m.modified().unwrap_or(UNIX_EPOCH),
+                m.len(),
+            )
+        })
+    }
+
+    /// Reads the file, changes the tokens and writes them back while holding the writers'
+    /// lock, so no writer (another thread or process) replaces the file from a stale copy.
+    fn modify<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<ApiToken>) -> Result<T, AuthError>,
+    ) -> Result<T, AuthError> {
+        let _lock = bootherd_files::lock::WriteLock::acquire(&self.path).map_err(|source| {
+            AuthError::Io {
+                path: bootherd_files::lock::lock_path(&self.path),
+                source,
+            }
+        })?;
+        let mut tokens = self.read()?;
+        let value = change(&mut tokens)?;
+        self.save(tokens)?;
+        Ok(value)
+    }
+
+    fn read(&self) -> Result<Vec<ApiToken>, AuthError> {
+        match fs::read_to_string(&self.path) {
+            Ok(text) => Ok(serde_yaml_ng::from_str::<TokenFileContents>(&text)
+                .map_err(|e| AuthError::Token(format!("{}: {e}", self.path.display())))?
+                .tokens),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(AuthError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     pub fn list(&self) -> Result<Vec<ApiToken>, AuthError> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let stamp = self.stamp();
         if stamp != cache.0 || stamp.is_none() {
-            let tokens = match fs::read_to_string(&self.path) {
-                Ok(text) => {
-                    serde_yaml_ng::from_str::<TokenFileContents>(&text)
-                        .map_err(|e| AuthError::Token(format!("{}: {e}", self.path.display())))?
-                        .tokens
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(source) => {
-                    return Err(AuthError::Io {
-                        path: self.path.clone(),
-                        source,
-                    });
-                }
-            };
+            let tokens = self.read()?;
             *cache = (stamp, tokens);
         }
         Ok(cache.1.clone())
@@ -199,34 +227,32 @@ impl TokenFile {
                 "invalid token name '{name}': use 1-64 letters, digits, '-', '_' or '.'"
             )));
         }
-        let mut tokens = self.list()?;
-        if tokens.iter().any(|t| t.name == name) {
-            return Err(AuthError::Token(format!(
-                "a token named '{name}' already exists; remove it first or pick another name"
-            )));
-        }
         let token = random_token("bh_")?;
-        tokens.push(ApiToken {
-            name: name.to_string(),
-            sha256: sha256_hex(&token),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        });
-        self.save(tokens)?;
+        self.modify(|tokens| {
+            if tokens.iter().any(|t| t.name == name) {
+                return Err(AuthError::Token(format!(
+                    "a token named '{name}' already exists; remove it first or pick another name"
+                )));
+            }
+            tokens.push(ApiToken {
+                name: name.to_string(),
+                sha256: sha256_hex(&token),
+                created: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            });
+            Ok(())
+        })?;
         Ok(token)
     }
 
     pub fn remove(&self, name: &str) -> Result<bool, AuthError> {
-        let mut tokens = self.list()?;
-        let before = tokens.len();
-        tokens.retain(|t| t.name != name);
-        if tokens.len() == before {
-            return Ok(false);
-        }
-        self.save(tokens)?;
-        Ok(true)
+        self.modify(|tokens| {
+            let before = tokens.len();
+            tokens.retain(|t| t.name != name);
+            Ok(tokens.len() != before)
+        })
     }
 
     /// The name of the token, if `token` is one.
@@ -360,6 +386,58 @@ pub fn csrf_matches(session: &SessionInfo, sent: &str) -> bool {
 mod tests {
     use super::*;
     use crate::attempts::{CONCURRENT_CHECKS, FAILURES_PER_SOURCE};
+
+    /// Writers in separate processes each have their own `TokenFile`; threads with one each
+    /// stand in for them. Every create must land and work.
+    #[test]
+    fn parallel_creates_all_land_and_all_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-tokens.yaml");
+        let created: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..30)
+                .map(|i| {
+                    let path = path.clone();
+                    scope.spawn(move || TokenFile::new(path).create(&format!("t{i}")).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let tokens = TokenFile::new(&path);
+        assert_eq!(tokens.list().unwrap().len(), 30);
+        for token in &created {
+            assert!(
+                tokens.check(token).is_some(),
+                "a created token does not work"
+            );
+        }
+    }
+
+    /// A revoked token never works again, whatever is created meanwhile, and a reader that
+    /// cached the file before sees the revocation (names of one length give files of one
+    /// length, written within one clock tick).
+    #[test]
+    fn a_revoked_token_stays_revoked_while_others_are_created() {
+        for round in 0..15 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("api-tokens.yaml");
+            let reader = TokenFile::new(&path);
+            let victim = TokenFile::new(&path).create("victim").unwrap();
+            assert!(reader.check(&victim).is_some());
+            std::thread::scope(|scope| {
+                for i in 0..4 {
+                    let path = path.clone();
+                    scope.spawn(move || TokenFile::new(path).create(&format!("other{i}")).unwrap());
+                }
+                let path = path.clone();
+                scope.spawn(move || assert!(TokenFile::new(path).remove("victim").unwrap()));
+            });
+            assert!(
+                reader.check(&victim).is_none(),
+                "round {round}: revoked token still valid"
+            );
+            assert_eq!(reader.list().unwrap().len(), 4, "round {round}");
+        }
+    }
 
     #[test]
     fn password_login_session_logout() {
