@@ -172,9 +172,13 @@ impl TokenFile {
                 source,
             }
         })?;
-        let mut tokens = self.read()?;
+        let before = self.read()?;
+        let mut tokens = before.clone();
         let value = change(&mut tokens)?;
-        self.save(tokens)?;
+        // A removal of a token that is not there writes nothing.
+        if tokens != before {
+            self.save(tokens)?;
+        }
         Ok(value)
     }
 
